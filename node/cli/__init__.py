@@ -1,0 +1,60 @@
+"""The `dsperse-node` command line. Each subcommand lives in its own module under node/cli/.
+
+A module exposes `register(subparsers)`, which adds its parser(s) and sets `func(args) -> int`.
+Heavy packages (libp2p, ezkl, onnx) are imported inside the handlers, so `--help` stays fast.
+Operating errors (`NodeError` and the packages' own roots) print one line and exit 1; usage
+errors exit 2 (argparse's convention); an unfinished command says so and exits 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from node import __version__
+from node.cli import (
+    cmd_dashboard,
+    cmd_identity,
+    cmd_ledger,
+    cmd_run,
+    cmd_simnet,
+    cmd_slice,
+    cmd_submit,
+)
+from node.cli.common import CliError, user_errors
+
+_MODULES = (cmd_identity, cmd_run, cmd_slice, cmd_submit, cmd_ledger, cmd_dashboard, cmd_simnet)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dsperse-node",
+        description="A peer-to-peer network of zkML provers: slice ONNX models, prove the slices "
+        "with EZKL on many machines, settle on a replicated ledger.",
+    )
+    parser.add_argument("--version", action="version", version=f"dsperse-node {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for module in _MODULES:
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except user_errors() as exc:
+        print(f"dsperse-node {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except CliError as exc:
+        print(f"dsperse-node {args.command}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,59 @@
+"""`dsperse-node init` (data dir, identity key, commented config) and `dsperse-node id`."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from node.cli.common import add_data_dir, resolve_data_dir
+from node.config import CONFIG_FILE_NAME, DEFAULT_CONFIG_TOML, load_config
+from node.errors import DataDirError
+from node.identity import KEY_FILE_NAME, NodeIdentity, load_identity, save_identity
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("init", help="create a data dir with a new identity key and config")
+    add_data_dir(p)
+    p.add_argument(
+        "--force", action="store_true", help="replace an existing identity key (a new peer id!)"
+    )
+    p.set_defaults(func=run_init)
+    p = sub.add_parser("id", help="print this node's peer id and public key")
+    add_data_dir(p)
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=run_id)
+
+
+def run_init(args: argparse.Namespace) -> int:
+    data_dir = resolve_data_dir(args)
+    if data_dir.exists() and not data_dir.is_dir():
+        raise DataDirError(f"{data_dir} exists and is not a directory")
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    key_path = data_dir / KEY_FILE_NAME
+    identity = NodeIdentity.generate()
+    save_identity(identity, key_path, force=args.force)
+    config_path = data_dir / CONFIG_FILE_NAME
+    if not config_path.exists():
+        tmp = config_path.with_name(f".{CONFIG_FILE_NAME}.tmp-{os.getpid()}")
+        tmp.write_text(DEFAULT_CONFIG_TOML, encoding="utf-8")
+        os.replace(tmp, config_path)
+    load_config(data_dir)  # the file we leave behind must be valid
+    print(f"data dir:  {data_dir}")
+    print(f"key:       {key_path} (mode 0600)")
+    print(f"config:    {config_path}")
+    print(f"peer id:   {identity.peer_id}")
+    return 0
+
+
+def run_id(args: argparse.Namespace) -> int:
+    data_dir = resolve_data_dir(args)
+    identity = load_identity(data_dir / KEY_FILE_NAME)
+    if args.json:
+        import json
+
+        doc = {"peer_id": identity.peer_id, "public_key": identity.public_key.hex()}
+        print(json.dumps(doc))
+    else:
+        print(f"peer id:    {identity.peer_id}")
+        print(f"public key: {identity.public_key.hex()} (ed25519)")
+    return 0

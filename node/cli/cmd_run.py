@@ -1,0 +1,17 @@
+"""`dsperse-node run`: start a node that joins the mesh."""
+
+from __future__ import annotations
+
+import argparse
+
+from node.cli.common import add_data_dir, not_implemented
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("run", help="start a node that joins the mesh (not implemented yet)")
+    add_data_dir(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    raise not_implemented("run", 4)

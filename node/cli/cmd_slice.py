@@ -1,0 +1,19 @@
+"""`dsperse-node slice`: cut an ONNX model into provable slices (a bundle)."""
+
+from __future__ import annotations
+
+import argparse
+
+from node.cli.common import add_data_dir, not_implemented
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "slice", help="cut an ONNX model into provable slices (a bundle) (not implemented yet)"
+    )
+    add_data_dir(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    raise not_implemented("slice", 3)
