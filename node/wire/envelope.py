@@ -96,7 +96,6 @@ def _unpack_strict(data: bytes, bytes_max: int) -> Any:
             raw=False,
             use_list=True,
             strict_map_key=True,
-            max_buffer_size=bytes_max,
             max_str_len=bytes_max,
             max_bin_len=bytes_max,
             max_array_len=4096,
