@@ -13,21 +13,24 @@ import sys
 from collections.abc import Sequence
 
 from node import __version__
+from types import ModuleType
+
 from node.cli import (
     cmd_dashboard,
     cmd_identity,
     cmd_ledger,
     cmd_run,
-    cmd_simnet,
     cmd_slice,
     cmd_submit,
 )
 from node.cli.common import CliError, user_errors
 
-_MODULES = (cmd_identity, cmd_run, cmd_slice, cmd_submit, cmd_ledger, cmd_dashboard, cmd_simnet)
+_MODULES = (cmd_identity, cmd_run, cmd_slice, cmd_submit, cmd_ledger, cmd_dashboard)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(extra: Sequence[ModuleType] = ()) -> argparse.ArgumentParser:
+    """The parser; `extra` are command modules of higher layers (simnet adds `simnet` this way,
+    because nothing may import simnet: the console script enters through `simnet.entry`)."""
     parser = argparse.ArgumentParser(
         prog="dsperse-node",
         description="A peer-to-peer network of zkML provers: slice ONNX models, prove the slices "
@@ -35,13 +38,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"dsperse-node {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in _MODULES:
+    for module in (*_MODULES, *extra):
         module.register(sub)
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+def main(argv: Sequence[str] | None = None, extra: Sequence[ModuleType] = ()) -> int:
+    parser = build_parser(extra)
     args = parser.parse_args(argv)
     try:
         code: int = args.func(args)

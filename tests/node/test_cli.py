@@ -7,9 +7,13 @@ import sys
 
 import pytest
 
-from node.cli import build_parser, main
+from node.cli import build_parser
+from simnet import cli as simnet_cli
+from simnet.entry import main
 
-SUBCOMMANDS = sorted(build_parser()._subparsers._group_actions[0].choices)  # type: ignore[union-attr]
+SUBCOMMANDS = sorted(
+    build_parser(extra=(simnet_cli,))._subparsers._group_actions[0].choices  # type: ignore[union-attr]
+)
 
 
 def test_the_planned_subcommands_exist() -> None:
@@ -41,7 +45,7 @@ def test_an_unfinished_command_says_so_and_exits_2(capsys: pytest.CaptureFixture
 
 def test_console_script_runs_as_a_module() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "node", "--version"], capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "simnet", "--version"], capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0
     assert result.stdout.startswith("dsperse-node ")
