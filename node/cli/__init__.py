@@ -11,10 +11,9 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-
-from node import __version__
 from types import ModuleType
 
+from node import __version__
 from node.cli import (
     cmd_dashboard,
     cmd_identity,
