@@ -1,0 +1,224 @@
+"""The planner: cut a normalised ONNX model into slices that each fit a proving budget.
+
+Steps, all deterministic:
+1. Budget → a row capacity (`max_logrows` and/or `max_memory_mb`, the stricter wins).
+2. Layers too big for the capacity are rewritten into parts inside the layer (split_layers: output
+   channel groups and spatial tiles with halos, concatenated after), giving the `rewritten` model.
+3. Greedy partition of the nodes in topological order: a slice grows while the heuristic cost
+   (plan_cost) of its nodes plus its boundary inputs fits, so cheap neighbours merge.
+4. With an exact oracle `cost_fn` (EZKL's own row counts), each slice is measured once (cached by
+   the hash of its model); a slice the oracle finds over budget is halved and measured again.
+5. Each slice is materialised as a standalone ONNX model (onnx_split).
+A single node that cannot fit even after splitting stays one slice, listed in `meta["over_budget"]`
+(the EZKL side runs it unproven).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Callable, Sequence
+
+import onnx
+
+from slicing.errors import BudgetError
+from slicing.graph import get_model_inputs, get_model_outputs
+from slicing.onnx_split import (
+    GraphIndex,
+    compute_boundaries,
+    compute_graph_index,
+    extract_sub_model,
+)
+from slicing.plan_cost import (
+    MIN_LOGROWS,
+    PROVE_MB_AT_MIN_LOGROWS,
+    compute_input_rows,
+    compute_node_rows,
+    compute_rows_max,
+    estimate_cost,
+)
+from slicing.split_layers import split_oversized_layers
+from slicing.types import Budget, CostFn, SliceCost, SlicedModel, SliceSpec
+
+LOGROWS_MAX = 26  # beyond this EZKL's SRS alone does not fit a node (notes: logrows 25 ≈ hours)
+ORACLE_CALLS_MAX = 2_000
+
+__all__ = ["compute_logrows_max", "estimate_cost", "slice_model"]
+
+
+def compute_logrows_max(budget: Budget) -> int | None:
+    """The largest logrows a slice may have under `budget`; None = no limit."""
+    limits: list[int] = []
+    if budget.max_logrows is not None:
+        if not MIN_LOGROWS <= budget.max_logrows <= LOGROWS_MAX:
+            raise BudgetError(
+                f"max_logrows {budget.max_logrows} outside [{MIN_LOGROWS}, {LOGROWS_MAX}] "
+                f"(EZKL needs at least {MIN_LOGROWS})"
+            )
+        limits.append(budget.max_logrows)
+    if budget.max_memory_mb is not None:
+        if budget.max_memory_mb < PROVE_MB_AT_MIN_LOGROWS:
+            raise BudgetError(
+                f"max_memory_mb {budget.max_memory_mb} below the {PROVE_MB_AT_MIN_LOGROWS} MB "
+                f"that proving the smallest circuit (logrows {MIN_LOGROWS}) needs"
+            )
+        ratio = budget.max_memory_mb / PROVE_MB_AT_MIN_LOGROWS
+        limits.append(min(LOGROWS_MAX, MIN_LOGROWS + math.floor(math.log2(ratio))))
+    return min(limits) if limits else None
+
+
+def slice_model(
+    model: onnx.ModelProto, budget: Budget, cost_fn: CostFn | None = None
+) -> SlicedModel:
+    """Cut a model from `graph.load_model` into slices that fit `budget` (see module docstring)."""
+    logrows_max = compute_logrows_max(budget)
+    rows_max = compute_rows_max(logrows_max) if logrows_max is not None else None
+    rewritten = split_oversized_layers(model, rows_max) if rows_max is not None else model
+    index = compute_graph_index(rewritten)
+    order = [i for i in range(len(index.nodes)) if i not in index.constant_nodes]
+    segments = partition_greedy(index, order, rows_max)
+    oracle = _Oracle(cost_fn)
+    if cost_fn is not None and logrows_max is not None:
+        segments = _refine_with_oracle(rewritten, index, segments, logrows_max, oracle)
+    boundaries = compute_boundaries(index, segments)
+    specs = []
+    over_budget = []
+    for k, (seg, (ins, outs)) in enumerate(zip(segments, boundaries, strict=True)):
+        sub = extract_sub_model(rewritten, index, seg, ins, outs, f"slice_{k}")
+        cost = oracle.measure(sub) if cost_fn is not None else estimate_cost(sub)
+        if logrows_max is not None and cost.logrows > logrows_max:
+            over_budget.append(k)
+        specs.append(
+            SliceSpec(
+                index=k,
+                model=sub,
+                inputs=tuple(index.shapes[t] for t in ins),
+                outputs=tuple(index.shapes[t] for t in outs),
+                node_names=tuple(index.nodes[i].name for i in seg),
+                cost=cost,
+                note=_note(index, seg),
+            )
+        )
+    meta = {
+        "logrows_max": logrows_max,
+        "over_budget": over_budget,
+        "oracle_calls": oracle.calls,
+        "nodes": len(order),
+        "nodes_rewritten": len(index.nodes) - len(model.graph.node),
+        "constant_nodes": sorted(index.nodes[i].name for i in index.constant_nodes),
+    }
+    return SlicedModel(
+        slices=tuple(specs),
+        model_inputs=get_model_inputs(rewritten),
+        model_outputs=get_model_outputs(rewritten),
+        budget=budget,
+        rewritten=rewritten,
+        meta=meta,
+    )
+
+
+def partition_greedy(
+    index: GraphIndex, order: Sequence[int], rows_max: int | None
+) -> list[list[int]]:
+    """Segments of consecutive nodes (in `order`), each grown while its heuristic rows fit."""
+    segments: list[list[int]] = []
+    current: list[int] = []
+    produced: set[str] = set()
+    inputs: set[str] = set()
+    rows = 0.0
+    for i in order:
+        node = index.nodes[i]
+        new_inputs = {
+            t
+            for t in node.input
+            if t and t not in produced and t not in inputs and t not in index.constants
+        }
+        extra = compute_node_rows(node, index.shapes)
+        extra += compute_input_rows(index.shapes[t] for t in sorted(new_inputs))
+        if current and rows_max is not None and rows + extra > rows_max:
+            segments.append(current)
+            current, produced, inputs, rows = [], set(), set(), 0.0
+            new_inputs = {t for t in node.input if t and t not in index.constants}
+            extra = compute_node_rows(node, index.shapes)
+            extra += compute_input_rows(index.shapes[t] for t in sorted(new_inputs))
+        current.append(i)
+        inputs |= new_inputs
+        produced.update(o for o in node.output if o)
+        rows += extra
+    if current:
+        segments.append(current)
+    return segments
+
+
+class _Oracle:
+    """Calls the exact cost function at most once per distinct sub-model (by content hash)."""
+
+    def __init__(self, cost_fn: Callable[[onnx.ModelProto], SliceCost] | None) -> None:
+        self.cost_fn = cost_fn
+        self.cache: dict[str, SliceCost] = {}
+        self.calls = 0
+
+    def measure(self, sub: onnx.ModelProto) -> SliceCost:
+        if self.cost_fn is None:
+            return estimate_cost(sub)
+        key = _model_hash(sub)
+        if key not in self.cache:
+            if self.calls >= ORACLE_CALLS_MAX:
+                raise BudgetError(f"cost oracle called {self.calls} times; giving up")
+            self.calls += 1
+            self.cache[key] = self.cost_fn(sub)
+        return self.cache[key]
+
+
+def _model_hash(sub: onnx.ModelProto) -> str:
+    copy = onnx.ModelProto()
+    copy.CopyFrom(sub)
+    copy.graph.name = ""  # the same sub-graph at another position costs the same
+    return hashlib.sha256(copy.SerializeToString(deterministic=True)).hexdigest()
+
+
+def _refine_with_oracle(
+    model: onnx.ModelProto,
+    index: GraphIndex,
+    segments: list[list[int]],
+    logrows_max: int,
+    oracle: _Oracle,
+) -> list[list[int]]:
+    """Halve each segment the exact oracle finds over budget until it fits or is one node."""
+    done: list[list[int]] = []
+    todo = list(reversed(segments))
+    while todo:
+        seg = todo.pop()
+        (ins, outs) = compute_boundaries(index, [seg])[0]
+        cost = oracle.measure(extract_sub_model(model, index, seg, ins, outs, "probe"))
+        if cost.logrows <= logrows_max or len(seg) == 1:
+            done.append(seg)
+            continue
+        cut = _balanced_cut(index, seg)
+        todo.append(seg[cut:])
+        todo.append(seg[:cut])
+    return done
+
+
+def _balanced_cut(index: GraphIndex, seg: Sequence[int]) -> int:
+    """The cut point that splits `seg`'s heuristic node rows most evenly (1 ≤ cut < len)."""
+    weights = [compute_node_rows(index.nodes[i], index.shapes) + 1.0 for i in seg]
+    total = sum(weights)
+    acc = 0.0
+    for k, w in enumerate(weights[:-1], start=1):
+        acc += w
+        if acc >= total / 2:
+            return k
+    return len(seg) - 1
+
+
+def _note(index: GraphIndex, seg: Sequence[int]) -> str:
+    tags: list[str] = []
+    for i in seg:
+        tag = index.nodes[i].doc_string
+        if tag.startswith("split: ") and tag[7:] not in tags:
+            tags.append(tag[7:])
+    if tags:
+        return "; ".join(tags)
+    names = [index.nodes[i].name for i in seg]
+    return names[0] if len(names) == 1 else f"{names[0]} .. {names[-1]}"

@@ -1,0 +1,144 @@
+"""Heuristic EZKL cost model: circuit rows of a sub-graph, its logrows and proving memory.
+
+Calibrated against `ezkl.gen_settings` num_rows (EZKL 23.0.5, default run args: scales 7,
+num_inner_cols 2) on convolutions, dense layers, ReLU and pooling, measured in a throwaway script:
+
+- a linear op (Conv, Gemm, MatMul) costs about `0.5 * K + 35` rows per output element, where K is
+  the dot-product length (Cin/group * kernel area, or the inner dimension): two inner columns hold the
+  K multiply-adds, plus a fixed cost per output for rescaling and range checks;
+- every slice input element costs about 5.5 rows (quantisation and range checks of a public input);
+- ReLU about 8 rows per element; MaxPool about `2 * window + 0.5` rows per output element;
+- data movement (Reshape, Flatten, Concat, Slice, Transpose, ...) costs nothing measurable.
+
+Examples (estimate / EZKL): Conv(3→6, 5×5)+ReLU on 3×32×32: 395,627 / 395,568; Gemm(400→120)+ReLU:
+31,372 / 31,040; the whole CIFAR LeNet: 636,997 / 617,842 (conservative by 3 %). After
+`calibrate_settings(target="resources")` EZKL needs fewer rows still (e.g. 28,280 for that Gemm) and
+never fewer than logrows 15 (its 14-bit range-check table), hence `MIN_LOGROWS`. Proving memory
+follows logrows (measured ≈ 0.35 GB at 15, doubling per logrow).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+
+import numpy as np
+import onnx
+from onnx import helper
+
+from slicing.types import SliceCost, TensorInfo
+
+MIN_LOGROWS = 15
+RESERVED_ROWS = 512  # blinding and padding rows EZKL keeps free at the bottom of the circuit
+PROVE_MB_AT_MIN_LOGROWS = 350
+INPUT_ROWS_PER_ELEM = 5.5
+LINEAR_ROWS_PER_MAC = 0.5
+LINEAR_ROWS_PER_OUTPUT = 35.0
+ACTIVATION_ROWS_PER_ELEM = 8.0
+RESCALE_ROWS_PER_ELEM = 35.0  # an op whose result must be rescaled (Mul, Div, BatchNorm, ...)
+
+LINEAR_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
+FREE_OPS = frozenset(
+    {"Reshape", "Flatten", "Concat", "Slice", "Split", "Transpose", "Identity", "Dropout",
+     "Squeeze", "Unsqueeze", "Pad", "Gather", "Expand", "Tile", "Shape", "Constant", "ConstantOfShape", "Cast"}
+)  # fmt: skip
+ACTIVATION_OPS = frozenset(
+    {"Relu", "LeakyRelu", "PRelu", "Sigmoid", "Tanh", "Clip", "HardSigmoid", "HardSwish", "Abs",
+     "Sign", "Elu", "Selu", "Softplus", "Softsign", "Exp", "Log", "Sqrt", "Erf", "Gelu", "Neg",
+     "Floor", "Ceil", "Round", "Max", "Min"}
+)  # fmt: skip
+CHEAP_ELEMENTWISE_OPS = frozenset({"Add", "Sub", "Sum"})
+RESCALE_OPS = frozenset({"Mul", "Div", "BatchNormalization", "Pow", "Reciprocal"})
+
+
+def compute_logrows(rows: int) -> int:
+    return max(MIN_LOGROWS, math.ceil(math.log2(rows + RESERVED_ROWS)))
+
+
+def compute_memory_mb(logrows: int) -> int:
+    return int(PROVE_MB_AT_MIN_LOGROWS * 2.0 ** (logrows - MIN_LOGROWS))
+
+
+def compute_rows_max(logrows: int) -> int:
+    """The most rows a circuit of `logrows` can hold under this model."""
+    return (1 << logrows) - RESERVED_ROWS
+
+
+def compute_cost(rows: float) -> SliceCost:
+    rows_int = math.ceil(rows)
+    logrows = compute_logrows(rows_int)
+    return SliceCost(rows=rows_int, logrows=logrows, memory_mb_estimate=compute_memory_mb(logrows))
+
+
+def _numel(shape: Iterable[int]) -> int:
+    return int(np.prod(tuple(shape), dtype=np.int64))
+
+
+def _attr(node: onnx.NodeProto, name: str, default: object) -> object:
+    for a in node.attribute:
+        if a.name == name:
+            return helper.get_attribute_value(a)
+    return default
+
+
+def compute_node_rows(node: onnx.NodeProto, shapes: Mapping[str, TensorInfo]) -> float:
+    """Estimated rows of one node, from the shapes of its inputs and outputs."""
+    op = node.op_type
+    out = shapes.get(node.output[0]) if node.output else None
+    out_elems = _numel(out.shape) if out is not None else 0
+    if op in FREE_OPS:
+        return 0.0
+    if op in LINEAR_OPS:
+        return out_elems * (
+            LINEAR_ROWS_PER_MAC * _dot_length(node, shapes) + LINEAR_ROWS_PER_OUTPUT
+        )
+    if op in ACTIVATION_OPS:
+        return ACTIVATION_ROWS_PER_ELEM * out_elems
+    if op in CHEAP_ELEMENTWISE_OPS:
+        return 1.0 * out_elems
+    if op == "MaxPool":
+        window = _numel(_attr(node, "kernel_shape", [1]))  # type: ignore[arg-type]
+        return (2.0 * window + 0.5) * out_elems
+    if op in ("AveragePool", "GlobalAveragePool", "ReduceMean", "ReduceSum"):
+        first = shapes.get(node.input[0])
+        in_elems = _numel(first.shape) if first is not None else out_elems
+        ratio = in_elems / max(out_elems, 1)
+        return (0.5 * ratio + RESCALE_ROWS_PER_ELEM) * out_elems
+    if op in ("Softmax", "LogSoftmax", "LRN"):
+        return 6 * RESCALE_ROWS_PER_ELEM * out_elems
+    # Mul, Div, BatchNormalization and anything unknown: one rescaled op per element.
+    return RESCALE_ROWS_PER_ELEM * out_elems
+
+
+def _dot_length(node: onnx.NodeProto, shapes: Mapping[str, TensorInfo]) -> int:
+    weight = shapes.get(node.input[1]) if len(node.input) > 1 else None
+    if weight is None:
+        return 1
+    if node.op_type == "Conv":
+        return _numel(weight.shape[1:])
+    if node.op_type == "ConvTranspose":
+        return _numel(weight.shape[:1]) * _numel(weight.shape[2:])
+    if node.op_type == "Gemm":
+        first = shapes.get(node.input[0])
+        if first is None:
+            return 1
+        trans_a = int(_attr(node, "transA", 0))  # type: ignore[call-overload]
+        return int(first.shape[0] if trans_a else first.shape[-1])
+    first = shapes.get(node.input[0])  # MatMul
+    return int(first.shape[-1]) if first is not None and first.shape else 1
+
+
+def compute_input_rows(inputs: Iterable[TensorInfo]) -> float:
+    return INPUT_ROWS_PER_ELEM * sum(_numel(t.shape) for t in inputs)
+
+
+def estimate_cost(sub_model: onnx.ModelProto) -> SliceCost:
+    """Heuristic cost of a standalone sub-model with concrete shapes (e.g. a SliceSpec.model)."""
+    from slicing.graph import get_model_inputs, get_tensor_shapes, infer_shapes
+
+    shapes = get_tensor_shapes(sub_model)
+    if any(o not in shapes for n in sub_model.graph.node for o in n.output if o):
+        shapes = get_tensor_shapes(infer_shapes(sub_model, "sub-model"))
+    rows = compute_input_rows(get_model_inputs(sub_model))
+    rows += sum(compute_node_rows(node, shapes) for node in sub_model.graph.node)
+    return compute_cost(rows)
