@@ -4,8 +4,8 @@ Calibrated against `ezkl.gen_settings` num_rows (EZKL 23.0.5, default run args: 
 num_inner_cols 2) on convolutions, dense layers, ReLU and pooling, measured in a throwaway script:
 
 - a linear op (Conv, Gemm, MatMul) costs about `0.5 * K + 35` rows per output element, where K is
-  the dot-product length (Cin/group * kernel area, or the inner dimension): two inner columns hold the
-  K multiply-adds, plus a fixed cost per output for rescaling and range checks;
+  the dot-product length (Cin/group * kernel area, or the inner dimension): two inner columns hold
+  the K multiply-adds, plus a fixed cost per output for rescaling and range checks;
 - every slice input element costs about 5.5 rows (quantisation and range checks of a public input);
 - ReLU about 8 rows per element; MaxPool about `2 * window + 0.5` rows per output element;
 - data movement (Reshape, Flatten, Concat, Slice, Transpose, ...) costs nothing measurable.
@@ -40,7 +40,8 @@ RESCALE_ROWS_PER_ELEM = 35.0  # an op whose result must be rescaled (Mul, Div, B
 LINEAR_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
 FREE_OPS = frozenset(
     {"Reshape", "Flatten", "Concat", "Slice", "Split", "Transpose", "Identity", "Dropout",
-     "Squeeze", "Unsqueeze", "Pad", "Gather", "Expand", "Tile", "Shape", "Constant", "ConstantOfShape", "Cast"}
+     "Squeeze", "Unsqueeze", "Pad", "Gather", "Expand", "Tile", "Shape", "Constant",
+     "ConstantOfShape", "Cast"}
 )  # fmt: skip
 ACTIVATION_OPS = frozenset(
     {"Relu", "LeakyRelu", "PRelu", "Sigmoid", "Tanh", "Clip", "HardSigmoid", "HardSwish", "Abs",
