@@ -37,3 +37,19 @@ class LinkageError(SlicingError):
         self.reason = reason
         self.detail = detail
         super().__init__(f"{reason}: {detail}" if detail else reason)
+
+
+class WorkerError(ProofError):
+    """A job in a spawned worker process failed (the child's one-line error is the message)."""
+
+
+class WorkerCapExceeded(WorkerError):
+    """A worker was killed for exceeding its time or memory cap; `kind` is "time" or "memory"."""
+
+    def __init__(self, kind: str, elapsed_s: float, peak_rss_mb: float) -> None:
+        self.kind = kind
+        self.elapsed_s = elapsed_s
+        self.peak_rss_mb = peak_rss_mb
+        super().__init__(
+            f"exceeded {kind} cap after {elapsed_s:.1f} s at peak RSS {peak_rss_mb:.0f} MB"
+        )

@@ -1,0 +1,480 @@
+"""The stable API of slicing/ that node/ and the CLI call: plan, build a bundle, witness / prove /
+verify one slice, verify a chain, prove a whole chain locally, run a bundle without proving.
+
+Every EZKL step runs in a spawned worker process (slicing.worker), so these functions block only the
+calling thread, never hold the GIL during EZKL work, and are safe to call from `trio.to_thread`.
+The planner, ONNX loading and onnxruntime execution come from graph.py / plan.py / runner.py.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from slicing.bundle import (
+    BUNDLE_FORMAT,
+    Bundle,
+    ScalePolicy,
+    commit_bundle,
+    create_staging_dir,
+    derive_keys,
+    load_bundle,
+)
+from slicing.errors import LinkageError, WorkerError
+from slicing.linkage import (
+    LinkReason,
+    SliceLayout,
+    compute_felts,
+    compute_input_commitment,
+    verify_chain,
+)
+from slicing.progress import NullProgress, ProgressSink
+from slicing.prover import EzklProver, EzklVerifier, ProofArtifact, write_input_data
+from slicing.srs import compute_file_sha256, get_srs
+from slicing.types import Budget, SliceCost, SlicedModel, SliceSpec, TensorInfo
+from slicing.worker import run_job
+
+BUILD_TIMEOUT_S = 900.0
+COST_TIMEOUT_S = 300.0
+LOGROWS_DEFAULT_MAX = 20
+# Measured (notes/ezkl.md + our bench): proving peaks ~350 MB at logrows 15, doubling per logrow.
+MEMORY_MB_AT_15 = 350.0
+MEMORY_MB_FLOOR = 120.0
+
+
+def compute_memory_mb_estimate(logrows: int) -> int:
+    return int(max(MEMORY_MB_FLOOR, MEMORY_MB_AT_15 * 2.0 ** (logrows - 15)))
+
+
+def compute_max_logrows(budget: Budget) -> int:
+    """The largest logrows a slice may calibrate to under `budget` (both axes respected)."""
+    limit = budget.max_logrows if budget.max_logrows is not None else LOGROWS_DEFAULT_MAX
+    if budget.max_memory_mb is not None:
+        while limit > 1 and compute_memory_mb_estimate(limit) > budget.max_memory_mb:
+            limit -= 1
+    return limit
+
+
+def _model_sha256(model: Any) -> str:
+    return hashlib.sha256(model.SerializeToString()).hexdigest()
+
+
+@dataclass
+class EzklCostOracle:
+    """`cost_fn` for the planner: EZKL's exact row count (gen_settings) per sub-model, cached by hash.
+
+    `compute_costs` batches many sub-models into one worker process (the spawn is the fixed cost).
+    """
+
+    policy: ScalePolicy = field(default_factory=ScalePolicy)
+    cache: dict[str, SliceCost] = field(default_factory=dict)
+    calls: int = 0
+
+    def compute_costs(self, models: Sequence[Any]) -> list[SliceCost | None]:
+        """Cost of each model (None where EZKL cannot build settings: unsupported op)."""
+        keys = [_model_sha256(m) for m in models]
+        todo = {k: m for k, m in zip(keys, models, strict=True) if k not in self.cache}
+        failed: set[str] = set()
+        if todo:
+            with tempfile.TemporaryDirectory(prefix="dsperse-cost-") as tmp:
+                paths = []
+                for i, model in enumerate(todo.values()):
+                    paths.append(str(Path(tmp, f"m{i}.onnx")))
+                    Path(paths[-1]).write_bytes(model.SerializeToString())
+                args = {"models": paths, "policy": self.policy.as_dict(), "work_dir": tmp}
+                job = run_job("cost_many", args, timeout_s=COST_TIMEOUT_S)
+                self.calls += 1
+            for key, row in zip(todo, job.value, strict=True):
+                if "error" in row:
+                    failed.add(key)
+                    continue
+                lr = int(row["logrows"])
+                self.cache[key] = SliceCost(
+                    rows=int(row["rows"]),
+                    logrows=lr,
+                    memory_mb_estimate=compute_memory_mb_estimate(lr),
+                    exact=True,
+                )
+        return [None if k in failed else self.cache.get(k) for k in keys]
+
+    def __call__(self, sub_model: Any) -> SliceCost:
+        cost = self.compute_costs([sub_model])[0]
+        if cost is None:  # EZKL cannot handle it: tell the planner it is over any budget
+            return SliceCost(rows=1 << 30, logrows=31, memory_mb_estimate=1 << 30, exact=True)
+        return cost
+
+
+def plan(model_path: Path, budget: Budget, exact_cost: bool = False) -> SlicedModel:
+    """Load and slice a model under `budget` (EZKL's exact oracle if `exact_cost`)."""
+    from slicing.graph import load_model
+    from slicing.plan import slice_model
+
+    model = load_model(Path(model_path))
+    return slice_model(model, budget, EzklCostOracle() if exact_cost else None)
+
+
+@dataclass
+class BuildOptions:
+    budget: Budget = field(default_factory=Budget)
+    policy: ScalePolicy = field(default_factory=ScalePolicy)
+    cache_dir: Path = Path(".")
+    srs_file: Path | None = None
+    circuits: bool = True
+    exact_cost: bool = False
+
+
+def _tensor_entry(t: TensorInfo, scale: int | None) -> dict[str, Any]:
+    return {
+        "name": t.name,
+        "shape": list(t.shape),
+        "elements": int(np.prod(t.shape)),
+        "scale": scale,
+    }
+
+
+def _build_circuit(
+    spec: SliceSpec, folder: Path, acts: Mapping[str, np.ndarray], opts: BuildOptions
+) -> dict[str, Any]:
+    """Calibrate + compile one slice in a worker; its summary, or {"fallback": reason}."""
+    data = folder.parent / f"calib-{spec.index}.json"
+    data.write_text(
+        json.dumps({"input_data": [np.asarray(acts[t.name]).ravel().tolist() for t in spec.inputs]})
+    )
+    args = {
+        "model": str(folder / "model.onnx"),
+        "calibration_data": str(data),
+        "out_dir": str(folder),
+        "policy": opts.policy.as_dict(),
+        "max_logrows": compute_max_logrows(opts.budget),
+    }
+    try:
+        summary: dict[str, Any] = run_job("build_circuit", args, timeout_s=BUILD_TIMEOUT_S).value
+    except WorkerError as exc:
+        return {"fallback": f"EZKL cannot build this slice: {exc}"}
+    finally:
+        data.unlink()
+    scales = set(summary["input_scales"]) | set(summary["output_scales"])
+    if scales != {opts.policy.scale}:
+        return {"fallback": f"scales {sorted(scales)} differ from the bundle scale"}
+    return summary
+
+
+def _drop_circuit(folder: Path) -> None:
+    for name in ("settings.json", "model.compiled", "vk.key"):
+        (folder / name).unlink(missing_ok=True)
+
+
+def build_bundle(
+    model_path: Path,
+    input_path: Path,
+    out_dir: Path,
+    opts: BuildOptions,
+    progress: ProgressSink | None = None,
+) -> Bundle:
+    """Plan, slice, calibrate on chained activations, compile and set up; write the bundle atomically."""
+    from slicing.graph import load_model
+    from slicing.plan import slice_model
+    from slicing.runner import read_input_file, run_chain
+
+    progress = progress or NullProgress()
+    model = load_model(Path(model_path))
+    oracle = EzklCostOracle(opts.policy) if opts.exact_cost else None
+    sliced = slice_model(model, opts.budget, oracle)
+    inputs = read_input_file(Path(input_path), sliced.model_inputs)
+    staging = create_staging_dir(Path(out_dir))
+    try:
+        acts = {**inputs, **run_chain(sliced, inputs)} if opts.circuits else {}
+        entries, srs = _write_slices(sliced, staging, acts, opts, progress)
+        manifest = {
+            "format": BUNDLE_FORMAT,
+            "ezkl_version": _ezkl_version(),
+            "model": {
+                "file": Path(model_path).name,
+                "sha256": compute_file_sha256(Path(model_path)),
+                "inputs": [_tensor_entry(t, opts.policy.scale) for t in sliced.model_inputs],
+                "outputs": [_tensor_entry(t, opts.policy.scale) for t in sliced.model_outputs],
+            },
+            "budget": {
+                "max_logrows": opts.budget.max_logrows,
+                "max_memory_mb": opts.budget.max_memory_mb,
+            },
+            "policy": {
+                **opts.policy.as_dict(),
+                "calibration_target": "resources",
+                "visibility": {"input": "public", "output": "public", "param": "fixed"},
+            },
+            "circuits": opts.circuits,
+            "srs": srs,
+            "slices": entries,
+        }
+        commit_bundle(staging, Path(out_dir), manifest)
+    finally:
+        if staging.exists():
+            import shutil
+
+            shutil.rmtree(staging)
+    return load_bundle(Path(out_dir))
+
+
+def _ezkl_version() -> str:
+    from importlib.metadata import version
+
+    return version("ezkl")
+
+
+def _write_slices(
+    sliced: SlicedModel,
+    staging: Path,
+    acts: Mapping[str, np.ndarray],
+    opts: BuildOptions,
+    progress: ProgressSink,
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    entries: list[dict[str, Any]] = []
+    srs_used: dict[str, Any] = {}
+    progress.start(len(sliced.slices) * (2 if opts.circuits else 1), "slice")
+    for spec in sliced.slices:
+        folder = staging / "slices" / f"{spec.index:03d}"
+        folder.mkdir(parents=True)
+        (folder / "model.onnx").write_bytes(spec.model.SerializeToString())
+        entry: dict[str, Any] = {
+            "index": spec.index,
+            "dir": f"slices/{spec.index:03d}",
+            "note": spec.note,
+            "proven": False,
+            "fallback": "no circuits",
+        }
+        scale: int | None = None
+        if opts.circuits:
+            progress.step(f"slice {spec.index}: calibrate + compile")
+            summary = _build_circuit(spec, folder, acts, opts)
+            progress.advance()
+            progress.step(f"slice {spec.index}: setup")
+            if "fallback" in summary:
+                _drop_circuit(folder)
+                entry["fallback"] = summary["fallback"]
+                progress.note(
+                    f"slice {spec.index} falls back to onnxruntime: {summary['fallback']}"
+                )
+            else:
+                lr = int(summary["logrows"])
+                srs = get_srs(lr, opts.cache_dir, opts.srs_file)
+                srs_used[str(lr)] = {"sha256": srs.sha256, "source": srs.source}
+                _, vk, _ = derive_keys(
+                    folder / "model.compiled", srs.path, srs.sha256, opts.cache_dir
+                )
+                (folder / "vk.key").write_bytes(vk.read_bytes())
+                scale = opts.policy.scale
+                entry.update(proven=True, fallback="", logrows=lr, rows=int(summary["rows"]))
+        progress.advance()
+        entry["inputs"] = [_tensor_entry(t, scale) for t in spec.inputs]
+        entry["outputs"] = [_tensor_entry(t, scale) for t in spec.outputs]
+        entries.append(entry)
+    return entries, srs_used
+
+
+# ---- running and proving a bundle ---------------------------------------------------------------
+
+
+def get_slice_spec(bundle: Bundle, index: int) -> SliceSpec:
+    """A SliceSpec (ONNX model + tensors) for slice `index` of a loaded bundle."""
+    import onnx
+
+    entry = bundle.manifest["slices"][index]
+
+    def infos(ts: list[dict[str, Any]]) -> tuple[TensorInfo, ...]:
+        return tuple(TensorInfo(t["name"], tuple(t["shape"])) for t in ts)
+
+    model = onnx.load(str(bundle.get_path(index, "model.onnx")))
+    return SliceSpec(index, model, infos(entry["inputs"]), infos(entry["outputs"]))
+
+
+def get_model_inputs(bundle: Bundle) -> tuple[TensorInfo, ...]:
+    return tuple(
+        TensorInfo(t["name"], tuple(t["shape"])) for t in bundle.manifest["model"]["inputs"]
+    )
+
+
+def read_inputs(bundle: Bundle, input_path: Path) -> dict[str, np.ndarray]:
+    """A job input file checked against the bundle's model inputs (InputError otherwise)."""
+    from slicing.runner import read_input_file
+
+    return read_input_file(Path(input_path), get_model_inputs(bundle))
+
+
+def get_layouts(bundle: Bundle) -> list[SliceLayout]:
+    def pairs(ts: list[dict[str, Any]]) -> tuple[tuple[str, int], ...]:
+        return tuple((t["name"], int(t["elements"])) for t in ts)
+
+    return [SliceLayout(e["index"], pairs(e["inputs"]), pairs(e["outputs"])) for e in bundle.slices]
+
+
+def compute_job_commitment(bundle: Bundle, inputs: Mapping[str, np.ndarray]) -> str:
+    """The input commitment of a job on this bundle: hash of the quantised model inputs."""
+    flat = {name: np.asarray(v, dtype=np.float64).ravel().tolist() for name, v in inputs.items()}
+    return compute_input_commitment(flat, int(bundle.manifest["policy"]["scale"]))
+
+
+def witness_slice(
+    bundle: Bundle, index: int, inputs: Mapping[str, Sequence[float]]
+) -> dict[str, Any]:
+    """Run slice `index`'s quantised circuit (no proof): instances and rescaled outputs."""
+    with tempfile.TemporaryDirectory(prefix="dsperse-witness-") as tmp:
+        data = Path(tmp, "input.json")
+        write_input_data(data, bundle, index, inputs)
+        args = {
+            "compiled": str(bundle.get_path(index, "model.compiled")),
+            "data": str(data),
+            "witness_out": str(Path(tmp, "witness.json")),
+        }
+        value: dict[str, Any] = run_job("witness", args, timeout_s=BUILD_TIMEOUT_S).value
+    return value
+
+
+def verify_slice(bundle: Bundle, index: int, proof: bytes, cache_dir: Path) -> bool:
+    return EzklVerifier({bundle.bundle_id: bundle}, cache_dir).verify_as(bundle, index, proof)
+
+
+def verify_proof_chain(
+    bundle: Bundle,
+    artifacts: Mapping[int, ProofArtifact],
+    input_commitment: str | None,
+    claimed_outputs: Mapping[str, Sequence[float]] | None,
+    verifier: EzklVerifier,
+) -> None:
+    """Raise LinkageError unless `artifacts` (one per slice) prove one linked result of the bundle."""
+    scale = int(bundle.manifest["policy"]["scale"])
+    claimed = None
+    if claimed_outputs is not None:
+        claimed = {n: compute_felts(v, scale) for n, v in claimed_outputs.items()}
+
+    def verify_proof(i: int, j: int) -> bool:
+        art = artifacts[i]
+        if i == j and art.verified is not None and art.bundle_id == bundle.bundle_id:
+            return art.verified
+        return verifier.verify_as(bundle, j, art.proof)
+
+    verify_chain(
+        get_layouts(bundle),
+        {i: a.instances for i, a in artifacts.items()},
+        verify_proof,
+        [t["name"] for t in bundle.manifest["model"]["inputs"]],
+        [t["name"] for t in bundle.manifest["model"]["outputs"]],
+        input_commitment,
+        claimed,
+    )
+
+
+@dataclass
+class ChainReport:
+    bundle_id: str
+    slices: list[dict[str, Any]]
+    outputs: dict[str, dict[str, Any]]
+    artifacts: dict[int, ProofArtifact]
+    proven_fraction: float
+    chain_verified: bool
+    linkage: str  # "ok" or the LinkReason / detail
+    input_commitment: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "bundle_id": self.bundle_id,
+            "slices": self.slices,
+            "outputs": self.outputs,
+            "proven_fraction": self.proven_fraction,
+            "chain_verified": self.chain_verified,
+            "linkage": self.linkage,
+            "input_commitment": self.input_commitment,
+        }
+
+
+def _unflatten(bundle: Bundle, name: str, flat: Sequence[float]) -> np.ndarray:
+    shapes = {t["name"]: t["shape"] for e in bundle.slices for t in e["inputs"] + e["outputs"]}
+    shapes.update({t["name"]: t["shape"] for t in bundle.manifest["model"]["inputs"]})
+    return np.asarray(flat, dtype=np.float32).reshape(shapes[name])
+
+
+def prove_chain(
+    bundle: Bundle,
+    inputs: Mapping[str, np.ndarray],
+    prover: EzklProver,
+    progress: ProgressSink | None = None,
+) -> ChainReport:
+    """Prove every provable slice in order, each on its producer's quantised outputs; run the rest in
+    onnxruntime (unproven); then verify every proof and the linkage of the whole chain."""
+    from slicing.runner import run_slice
+
+    progress = progress or NullProgress()
+    values: dict[str, list[float]] = {
+        n: np.asarray(v, dtype=np.float64).ravel().tolist() for n, v in inputs.items()
+    }
+    artifacts: dict[int, ProofArtifact] = {}
+    rows: list[dict[str, Any]] = []
+    progress.start(len(bundle.slices), "prove")
+    for entry in bundle.slices:
+        i = entry["index"]
+        out_names = [t["name"] for t in entry["outputs"]]
+        if entry["proven"]:
+            progress.step(f"slice {i}: setup/witness/prove/verify")
+            art = prover.prove_slice(bundle, i, values)
+            artifacts[i] = art
+            outs = [list(t) for t in art.rescaled_outputs]
+            rows.append({"index": i, "proven": True, "verified": art.verified, **art.figures})
+        else:
+            progress.step(f"slice {i}: onnxruntime (unproven)")
+            spec = get_slice_spec(bundle, i)
+            feeds = {t.name: _unflatten(bundle, t.name, values[t.name]) for t in spec.inputs}
+            result = run_slice(spec, feeds)
+            outs = [np.asarray(result[n], dtype=np.float64).ravel().tolist() for n in out_names]
+            rows.append({"index": i, "proven": False, "fallback": entry["fallback"]})
+        values.update(zip(out_names, outs, strict=True))
+        progress.advance()
+    out_meta = bundle.manifest["model"]["outputs"]
+    outputs = {t["name"]: {"shape": t["shape"], "data": values[t["name"]]} for t in out_meta}
+    commitment = compute_job_commitment(bundle, inputs)
+    proven = len(artifacts)
+    linkage = "ok"
+    if proven < len(bundle.slices):
+        linkage = (
+            f"{LinkReason.MISSING_PROOF.value}: {len(bundle.slices) - proven} unproven slice(s)"
+        )
+    else:
+        verifier = EzklVerifier({bundle.bundle_id: bundle}, prover.cache_dir, prover.srs_file)
+        claimed = {n: o["data"] for n, o in outputs.items()}
+        try:
+            verify_proof_chain(bundle, artifacts, commitment, claimed, verifier)
+        except LinkageError as exc:
+            linkage = str(exc)
+    return ChainReport(
+        bundle_id=bundle.bundle_id,
+        slices=rows,
+        outputs=outputs,
+        artifacts=artifacts,
+        proven_fraction=proven / max(1, len(bundle.slices)),
+        chain_verified=linkage == "ok",
+        linkage=linkage,
+        input_commitment=commitment,
+    )
+
+
+def run_local(bundle: Bundle, inputs: Mapping[str, np.ndarray]) -> dict[str, dict[str, Any]]:
+    """Run the bundle's slices chained in onnxruntime (no proofs): {output name: shape, data}."""
+    from slicing.runner import run_chain
+
+    specs = tuple(get_slice_spec(bundle, e["index"]) for e in bundle.slices)
+    sliced = SlicedModel(specs, get_model_inputs(bundle), (), Budget())
+    values = run_chain(sliced, dict(inputs))
+    out_meta = bundle.manifest["model"]["outputs"]
+    return {
+        t["name"]: {
+            "shape": t["shape"],
+            "data": np.asarray(values[t["name"]], dtype=np.float64).ravel().tolist(),
+        }
+        for t in out_meta
+    }

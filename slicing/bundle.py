@@ -1,0 +1,197 @@
+"""Bundles on disk: the manifest, atomic writing, loading with hash checks, and the proving-key cache.
+
+A bundle is a folder: `manifest.json` and `slices/NNN/` holding `model.onnx` and, when the slice is
+provable, `settings.json`, `model.compiled` and `vk.key`. The manifest names every file with its sha256;
+the bundle id is the sha256 of the canonical manifest JSON (sorted keys, no spaces), so the id commits to
+every byte. A bundle is written into a temporary sibling folder and renamed at the end, so nothing
+half-written ever carries the final name. Proving keys are never shipped: `get_proving_key` derives them
+with EZKL `setup` (deterministic) into a cache addressed by (compiled circuit, SRS) hashes and checks the
+derived vk against the manifest before use.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from slicing.errors import BundleError
+from slicing.srs import compute_file_sha256
+from slicing.worker import WorkerResult, run_job
+
+BUNDLE_FORMAT = "dsperse-bundle/1"
+MANIFEST_NAME = "manifest.json"
+MANIFEST_BYTES_MAX = 8 << 20
+SETUP_TIMEOUT_S = 1800.0
+CIRCUIT_FILES = ("settings.json", "model.compiled", "vk.key")
+
+
+@dataclass(frozen=True, slots=True)
+class ScalePolicy:
+    """One fixed scale for every slice (so boundaries link) and the range-check table size."""
+
+    scale: int = 7
+    decomp_base: int = 1024
+    decomp_legs: int = 3
+
+    def as_dict(self) -> dict[str, int]:
+        return {
+            "scale": self.scale,
+            "decomp_base": self.decomp_base,
+            "decomp_legs": self.decomp_legs,
+        }
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """A loaded, hash-checked bundle."""
+
+    root: Path
+    manifest: dict[str, Any]
+    bundle_id: str
+
+    @property
+    def slices(self) -> list[dict[str, Any]]:
+        return list(self.manifest["slices"])
+
+    def get_path(self, index: int, name: str) -> Path:
+        return self.root / self.manifest["slices"][index]["dir"] / name
+
+    def is_proven(self, index: int) -> bool:
+        return bool(self.manifest["slices"][index]["proven"])
+
+    def get_srs_sha256(self, logrows: int) -> str:
+        return str(self.manifest["srs"][str(logrows)]["sha256"])
+
+
+def compute_bundle_id(manifest: dict[str, Any]) -> str:
+    canonical = json.dumps(manifest, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def create_staging_dir(out_dir: Path) -> Path:
+    """A fresh temporary folder next to `out_dir` (same file system, so the final rename is atomic)."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        raise BundleError(f"output exists and is not an empty folder: {out_dir}")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
+
+
+def commit_bundle(staging: Path, out_dir: Path, manifest: dict[str, Any]) -> str:
+    """Hash the slice files into the manifest, write it, rename staging -> out_dir; the bundle id."""
+    for entry in manifest["slices"]:
+        folder = staging / entry["dir"]
+        entry["files"] = {
+            p.name: compute_file_sha256(p) for p in sorted(folder.iterdir()) if p.is_file()
+        }
+        if "vk.key" in entry["files"]:
+            entry["vk_sha256"] = entry["files"]["vk.key"]
+    (staging / MANIFEST_NAME).write_text(json.dumps(manifest, indent=1, sort_keys=True))
+    if out_dir.exists():
+        out_dir.rmdir()  # checked empty by create_staging_dir
+    os.replace(staging, out_dir)
+    return compute_bundle_id(manifest)
+
+
+def _require(cond: bool, root: Path, message: str) -> None:
+    if not cond:
+        raise BundleError(f"bundle {root}: {message}")
+
+
+def load_bundle(root: Path, expected_id: str | None = None) -> Bundle:
+    """Read and check a bundle: manifest shape, every listed file present with its sha256."""
+    root = Path(root)
+    path = root / MANIFEST_NAME
+    _require(root.is_dir(), root, "not a folder")
+    _require(path.is_file(), root, f"missing {MANIFEST_NAME}")
+    _require(path.stat().st_size <= MANIFEST_BYTES_MAX, root, "manifest too large")
+    try:
+        manifest = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BundleError(f"bundle {root}: manifest is not JSON ({exc.msg})") from None
+    _require(isinstance(manifest, dict), root, "manifest is not an object")
+    _require(manifest.get("format") == BUNDLE_FORMAT, root, f"format is not {BUNDLE_FORMAT}")
+    for key in ("slices", "model", "policy", "srs", "ezkl_version"):
+        _require(key in manifest, root, f"manifest lacks {key!r}")
+    bundle_id = compute_bundle_id(manifest)
+    if expected_id is not None and bundle_id != expected_id:
+        raise BundleError(
+            f"bundle {root}: manifest hash {bundle_id[:16]}… != expected {expected_id}"
+        )
+    for i, entry in enumerate(manifest["slices"]):
+        _require(entry.get("index") == i, root, f"slice {i} out of order")
+        folder = root / entry["dir"]
+        _require(folder.resolve().is_relative_to(root.resolve()), root, f"slice {i}: bad dir")
+        for name, digest in entry["files"].items():
+            file = folder / name
+            _require(file.is_file(), root, f"missing file {entry['dir']}/{name}")
+            _require(
+                compute_file_sha256(file) == digest, root, f"{entry['dir']}/{name}: sha256 mismatch"
+            )
+        if entry["proven"]:
+            missing = [n for n in CIRCUIT_FILES if n not in entry["files"]]
+            _require(not missing, root, f"slice {i} is provable but lacks {missing}")
+    return Bundle(root=root, manifest=manifest, bundle_id=bundle_id)
+
+
+def get_pk_key(compiled_sha256: str, srs_sha256: str) -> str:
+    return hashlib.sha256(f"{compiled_sha256}:{srs_sha256}".encode()).hexdigest()
+
+
+def derive_keys(
+    compiled: Path, srs: Path, srs_sha256: str, cache_dir: Path
+) -> tuple[Path, Path, WorkerResult | None]:
+    """Run `setup` into the content-addressed pk cache (once); (pk, vk, the setup job or None if cached)."""
+    key = get_pk_key(compute_file_sha256(compiled), srs_sha256)
+    folder = cache_dir / "pk" / key
+    pk, vk = folder / "pk.key", folder / "vk.key"
+    if pk.is_file() and vk.is_file():
+        return pk, vk, None
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=folder.parent))
+    try:
+        job = run_job(
+            "setup",
+            {
+                "compiled": str(compiled),
+                "srs": str(srs),
+                "vk_out": str(staging / "vk.key"),
+                "pk_out": str(staging / "pk.key"),
+            },
+            timeout_s=SETUP_TIMEOUT_S,
+        )
+        if (
+            folder.exists()
+        ):  # another process derived it meanwhile: same bytes (setup is deterministic)
+            shutil.rmtree(staging)
+        else:
+            os.replace(staging, folder)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)
+    return pk, vk, job
+
+
+def get_proving_key(
+    bundle: Bundle, index: int, srs: Path, cache_dir: Path
+) -> tuple[Path, WorkerResult | None]:
+    """The proving key of slice `index`, derived locally and checked against the manifest's vk hash."""
+    entry = bundle.manifest["slices"][index]
+    if not entry["proven"]:
+        raise BundleError(
+            f"bundle {bundle.root}: slice {index} is not provable ({entry['fallback']})"
+        )
+    srs_sha = bundle.get_srs_sha256(entry["logrows"])
+    pk, vk, job = derive_keys(bundle.get_path(index, "model.compiled"), srs, srs_sha, cache_dir)
+    if compute_file_sha256(vk) != entry["vk_sha256"]:
+        raise BundleError(
+            f"bundle {bundle.root}: slice {index}: derived vk does not match the manifest vk hash "
+            "(different SRS or EZKL version?)"
+        )
+    return pk, job

@@ -1,0 +1,134 @@
+"""Run one EZKL job in a freshly spawned Python process, with a time cap, a memory cap and its peak RSS.
+
+EZKL holds the GIL for a whole proof and its thread pool deadlocks after fork (notes/ezkl.md), so the
+parent never imports ezkl: every job is `python -m slicing.worker REQUEST RESULT` in a new process
+(spawned, never forked), named by an operation of `slicing.ezkl_prover.OPS` and JSON arguments. The parent
+blocks in `os.wait4` (which releases the GIL and returns the child's own rusage, so peak RSS is exact
+per job), while a monitor thread samples /proc/<pid>/status and kills the child at the caps.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from slicing.errors import WorkerCapExceeded, WorkerError
+
+MONITOR_INTERVAL_S = 0.1
+LOG_TAIL_CHARS = 400
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerResult:
+    """What a job returned (JSON), how long it ran and the peak resident memory of its process."""
+
+    value: Any
+    wall_s: float
+    peak_rss_mb: float
+
+
+def _read_rss_kb(pid: int) -> tuple[int, int]:
+    """(VmRSS, VmHWM) of a live process in kB; (0, 0) once it is gone."""
+    try:
+        text = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0, 0
+    fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+    rss = int(fields.get("VmRSS", "0 kB").split()[0])
+    hwm = int(fields.get("VmHWM", "0 kB").split()[0])
+    return rss, hwm
+
+
+class _Monitor(threading.Thread):
+    """Samples a child's RSS; kills it when it passes the time or memory cap."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], timeout_s: float, max_rss_mb: float | None):
+        super().__init__(daemon=True)
+        self.proc = proc
+        self.timeout_s = timeout_s
+        self.max_rss_mb = max_rss_mb
+        self.stop = threading.Event()
+        self.started_at = time.monotonic()
+        self.peak_kb = 0
+        self.cap_hit: str | None = None
+
+    def run(self) -> None:
+        while not self.stop.wait(MONITOR_INTERVAL_S):
+            rss, hwm = _read_rss_kb(self.proc.pid)
+            self.peak_kb = max(self.peak_kb, rss, hwm)
+            if time.monotonic() - self.started_at > self.timeout_s:
+                self.cap_hit = "time"
+            elif self.max_rss_mb is not None and self.peak_kb / 1024 > self.max_rss_mb:
+                self.cap_hit = "memory"
+            if self.cap_hit is not None:
+                self.proc.kill()
+                return
+
+
+def run_job(
+    op: str,
+    args: dict[str, Any],
+    *,
+    timeout_s: float,
+    max_rss_mb: float | None = None,
+) -> WorkerResult:
+    """Run `slicing.ezkl_prover.OPS[op](**args)` in a new process; its JSON result, time and peak RSS.
+
+    Raises WorkerCapExceeded when killed at a cap, WorkerError when the job raised or crashed.
+    """
+    with tempfile.TemporaryDirectory(prefix="dsperse-job-") as tmp:
+        request, result, log = Path(tmp, "request.json"), Path(tmp, "result.json"), Path(tmp, "log")
+        request.write_text(json.dumps({"op": op, "args": args}))
+        cmd = [sys.executable, "-m", "slicing.worker", str(request), str(result)]
+        with log.open("wb") as log_file:
+            proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT)
+            monitor = _Monitor(proc, timeout_s, max_rss_mb)
+            monitor.start()
+            try:
+                _, status, usage = os.wait4(proc.pid, 0)
+            finally:
+                monitor.stop.set()
+                monitor.join(timeout=5.0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        wall_s = time.monotonic() - monitor.started_at
+        # ru_maxrss is in kB on Linux and belongs to this child alone (wait4, not RUSAGE_CHILDREN).
+        peak_mb = max(usage.ru_maxrss, monitor.peak_kb) / 1024
+        if monitor.cap_hit is not None:
+            raise WorkerCapExceeded(monitor.cap_hit, wall_s, peak_mb)
+        if not result.exists():
+            tail = log.read_text(errors="replace")[-LOG_TAIL_CHARS:].strip().replace("\n", " | ")
+            raise WorkerError(f"worker for {op} died (exit {proc.returncode}): {tail}")
+        outcome = json.loads(result.read_text())
+    if not outcome["ok"]:
+        raise WorkerError(f"{op}: {outcome['error']}")
+    return WorkerResult(value=outcome["value"], wall_s=wall_s, peak_rss_mb=peak_mb)
+
+
+def main(argv: list[str]) -> int:
+    """Child side: run one operation and write {"ok", "value" | "error"} atomically."""
+    request_path, result_path = Path(argv[0]), Path(argv[1])
+    request = json.loads(request_path.read_text())
+    from slicing import ezkl_prover  # only in the child: the parent never loads ezkl
+
+    try:
+        value = ezkl_prover.OPS[request["op"]](**request["args"])
+        outcome: dict[str, Any] = {"ok": True, "value": value}
+    except Exception as exc:  # the process boundary: report any failure as one line, then exit
+        message = " ".join(str(exc).split()) or type(exc).__name__
+        outcome = {"ok": False, "error": f"{type(exc).__name__}: {message}"[:LOG_TAIL_CHARS]}
+    tmp = result_path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(outcome))
+    tmp.replace(result_path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
