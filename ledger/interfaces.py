@@ -28,3 +28,31 @@ class Signer(Protocol):
     def sign(self, message: bytes) -> bytes:
         """A detached signature of `message`."""
         ...
+
+
+class ProofStatementView(Protocol):
+    """The fields of a proof statement a verifier needs (satisfied by `ledger.containers`)."""
+
+    @property
+    def bundle_id(self) -> bytes: ...
+
+    @property
+    def slice_index(self) -> int: ...
+
+    @property
+    def input_commitment(self) -> bytes: ...
+
+    @property
+    def output_commitment(self) -> bytes: ...
+
+    @property
+    def instances_hash(self) -> bytes: ...
+
+
+class ProofVerifier(Protocol):
+    """Verifies a slice proof against a statement. Must be pure and deterministic (the same inputs
+    always give the same answer on every replica) and never raise on bad input."""
+
+    def verify(self, statement: ProofStatementView, proof: bytes) -> bool:
+        """True iff `proof` proves `statement` (bundle, slice, input/output commitments)."""
+        ...

@@ -1,0 +1,81 @@
+"""Read-only views of a `LedgerState`: totals, invariants and the canonical state hash.
+
+`hash_state` encodes every field in sorted key order (never iterating a set or an unsorted dict
+into the hash), skips accounts that hold nothing, and hashes the result with a domain tag.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import msgpack
+
+from ledger.constants import DOMAIN_STATE
+from ledger.containers import LedgerState
+
+
+def get_total_balances(state: LedgerState) -> int:
+    return sum(a.balance for a in state.accounts.values())
+
+
+def get_total_stake(state: LedgerState) -> int:
+    return sum(a.bonded + a.unbonding_total() for a in state.accounts.values())
+
+
+def get_total_escrow(state: LedgerState) -> int:
+    return sum(e.available + e.reserved for e in state.escrows.values())
+
+
+def is_conserved(state: LedgerState) -> bool:
+    """balances + stakes + escrow + burned == supply (the sum of genesis allocations)."""
+    held = get_total_balances(state) + get_total_stake(state) + get_total_escrow(state)
+    return held + state.burned == state.supply
+
+
+def is_non_negative(state: LedgerState) -> bool:
+    accounts_ok = all(
+        a.balance >= 0 and a.bonded >= 0 and a.slashed >= 0 and all(u > 0 for u, _ in a.unbonding)
+        for a in state.accounts.values()
+    )
+    escrows_ok = all(
+        min(e.available, e.reserved, e.paid, e.refunded) >= 0 for e in state.escrows.values()
+    )
+    return accounts_ok and escrows_ok and state.burned >= 0 and state.supply >= 0
+
+
+def compute_state_array(state: LedgerState) -> list[object]:
+    """The canonical plain-value form of the state (what `hash_state` hashes)."""
+    accounts = [
+        [k, a.balance, a.bonded, [list(u) for u in a.unbonding], a.slashed]
+        for k, a in sorted(state.accounts.items())
+        if a.balance or a.bonded or a.unbonding or a.slashed
+    ]
+    escrows = [
+        [k[0], k[1], e.bundle_id, e.available, e.reserved, e.paid, e.refunded]
+        for k, e in sorted(state.escrows.items())
+    ]
+    awards = [
+        [
+            k,
+            a.requester,
+            a.job_id,
+            a.slice_index,
+            a.round,
+            a.prover,
+            a.price,
+            a.input_commitment,
+            a.paid,
+            a.revoked,
+        ]
+        for k, a in sorted(state.awards.items())
+    ]
+    offences = [
+        [k, o.offender, o.reporter, o.penalty, o.reward] for k, o in sorted(state.offences.items())
+    ]
+    # `slots` is derived from `awards` (the unrevoked award of each slice), so it adds nothing.
+    return [accounts, escrows, awards, offences, state.supply, state.burned]
+
+
+def hash_state(state: LedgerState) -> bytes:
+    packed: bytes = msgpack.packb(compute_state_array(state), use_bin_type=True)
+    return hashlib.sha256(DOMAIN_STATE + packed).digest()

@@ -1,0 +1,25 @@
+"""The injected environment of the state machine: config, signature scheme, proof verifier.
+
+`verify_signatures=False` is the spec's `bls_active = False`: a speed switch for tests whose
+subject is not signatures. Production code always builds `LedgerEnv` with signatures on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ledger.config import LedgerConfig
+from ledger.interfaces import ProofVerifier, SignatureScheme
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerEnv:
+    config: LedgerConfig
+    signatures: SignatureScheme
+    verifier: ProofVerifier
+    verify_signatures: bool = True
+
+    def is_valid_signature(self, public_key: bytes, message: bytes, signature: bytes) -> bool:
+        if not self.verify_signatures:
+            return True
+        return self.signatures.verify(public_key, message, signature)
