@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -43,23 +44,15 @@ from slicing.worker import run_job
 
 BUILD_TIMEOUT_S = 900.0
 COST_TIMEOUT_S = 300.0
-LOGROWS_DEFAULT_MAX = 20
-# Measured (notes/ezkl.md + our bench): proving peaks ~350 MB at logrows 15, doubling per logrow.
-MEMORY_MB_AT_15 = 350.0
-MEMORY_MB_FLOOR = 120.0
-
-
-def compute_memory_mb_estimate(logrows: int) -> int:
-    return int(max(MEMORY_MB_FLOOR, MEMORY_MB_AT_15 * 2.0 ** (logrows - 15)))
+LOGROWS_DEFAULT_MAX = 20  # calibration cap when the budget sets none
 
 
 def compute_max_logrows(budget: Budget) -> int:
-    """The largest logrows a slice may calibrate to under `budget` (both axes respected)."""
-    limit = budget.max_logrows if budget.max_logrows is not None else LOGROWS_DEFAULT_MAX
-    if budget.max_memory_mb is not None:
-        while limit > 1 and compute_memory_mb_estimate(limit) > budget.max_memory_mb:
-            limit -= 1
-    return limit
+    """The largest logrows a slice may calibrate to under `budget` (the planner's rule)."""
+    from slicing.plan import compute_logrows_max
+
+    limit = compute_logrows_max(budget)
+    return LOGROWS_DEFAULT_MAX if limit is None else limit
 
 
 def _model_sha256(model: Any) -> str:
@@ -79,6 +72,8 @@ class EzklCostOracle:
 
     def compute_costs(self, models: Sequence[Any]) -> list[SliceCost | None]:
         """Cost of each model (None where EZKL cannot build settings: unsupported op)."""
+        from slicing.plan_cost import compute_memory_mb
+
         keys = [_model_sha256(m) for m in models]
         todo = {k: m for k, m in zip(keys, models, strict=True) if k not in self.cache}
         failed: set[str] = set()
@@ -99,7 +94,7 @@ class EzklCostOracle:
                 self.cache[key] = SliceCost(
                     rows=int(row["rows"]),
                     logrows=lr,
-                    memory_mb_estimate=compute_memory_mb_estimate(lr),
+                    memory_mb_estimate=compute_memory_mb(lr),
                     exact=True,
                 )
         return [None if k in failed else self.cache.get(k) for k in keys]
@@ -178,28 +173,44 @@ def build_bundle(
     opts: BuildOptions,
     progress: ProgressSink | None = None,
 ) -> Bundle:
-    """Plan, slice, calibrate on chained activations, compile and set up; write the bundle atomically."""
+    """Load and plan a model, then write its bundle (see `write_bundle`)."""
     from slicing.graph import load_model
     from slicing.plan import slice_model
-    from slicing.runner import read_input_file, run_chain
+    from slicing.runner import read_input_file
 
-    progress = progress or NullProgress()
     model = load_model(Path(model_path))
     oracle = EzklCostOracle(opts.policy) if opts.exact_cost else None
     sliced = slice_model(model, opts.budget, oracle)
     inputs = read_input_file(Path(input_path), sliced.model_inputs)
+    source = {"file": Path(model_path).name, "sha256": compute_file_sha256(Path(model_path))}
+    return write_bundle(sliced, inputs, source, Path(out_dir), opts, progress)
+
+
+def write_bundle(
+    sliced: SlicedModel,
+    inputs: Mapping[str, np.ndarray],
+    source: dict[str, str],
+    out_dir: Path,
+    opts: BuildOptions,
+    progress: ProgressSink | None = None,
+) -> Bundle:
+    """Calibrate every slice on the chained activations of `inputs`, compile and set it up (a slice
+    EZKL cannot build falls back to onnxruntime); write the bundle atomically and load it back."""
+    from slicing.runner import run_chain
+
+    progress = progress or NullProgress()
     staging = create_staging_dir(Path(out_dir))
     try:
-        acts = {**inputs, **run_chain(sliced, inputs)} if opts.circuits else {}
+        acts = {**inputs, **run_chain(sliced, dict(inputs))} if opts.circuits else {}
         entries, srs = _write_slices(sliced, staging, acts, opts, progress)
+        scale = opts.policy.scale
         manifest = {
             "format": BUNDLE_FORMAT,
             "ezkl_version": _ezkl_version(),
             "model": {
-                "file": Path(model_path).name,
-                "sha256": compute_file_sha256(Path(model_path)),
-                "inputs": [_tensor_entry(t, opts.policy.scale) for t in sliced.model_inputs],
-                "outputs": [_tensor_entry(t, opts.policy.scale) for t in sliced.model_outputs],
+                **source,
+                "inputs": [_tensor_entry(t, scale) for t in sliced.model_inputs],
+                "outputs": [_tensor_entry(t, scale) for t in sliced.model_outputs],
             },
             "budget": {
                 "max_logrows": opts.budget.max_logrows,
@@ -217,8 +228,6 @@ def build_bundle(
         commit_bundle(staging, Path(out_dir), manifest)
     finally:
         if staging.exists():
-            import shutil
-
             shutil.rmtree(staging)
     return load_bundle(Path(out_dir))
 

@@ -36,8 +36,8 @@ class ScalePolicy:
     """One fixed scale for every slice (so boundaries link) and the range-check table size."""
 
     scale: int = 7
-    decomp_base: int = 1024
-    decomp_legs: int = 3
+    decomp_base: int = 16384  # EZKL's default: the planner's cost model is calibrated on it
+    decomp_legs: int = 2
 
     def as_dict(self) -> dict[str, int]:
         return {
