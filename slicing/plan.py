@@ -42,8 +42,9 @@ from slicing.types import Budget, CostFn, SliceCost, SlicedModel, SliceSpec
 
 LOGROWS_MAX = 26  # beyond this EZKL's SRS alone does not fit a node (notes: logrows 25 ≈ hours)
 ORACLE_CALLS_MAX = 2_000
+HEURISTIC_MARGIN = 0.95  # the heuristic is within a few % of EZKL (plan_cost); keep that much free
 
-__all__ = ["compute_logrows_max", "estimate_cost", "slice_model"]
+__all__ = ["build_sliced_model", "compute_logrows_max", "estimate_cost", "slice_model"]
 
 
 def compute_logrows_max(budget: Budget) -> int | None:
@@ -72,7 +73,9 @@ def slice_model(
 ) -> SlicedModel:
     """Cut a model from `graph.load_model` into slices that fit `budget` (see module docstring)."""
     logrows_max = compute_logrows_max(budget)
-    rows_max = compute_rows_max(logrows_max) if logrows_max is not None else None
+    rows_max = None
+    if logrows_max is not None:
+        rows_max = int(compute_rows_max(logrows_max) * HEURISTIC_MARGIN)
     rewritten = split_oversized_layers(model, rows_max) if rows_max is not None else model
     index = compute_graph_index(rewritten)
     order = [i for i in range(len(index.nodes)) if i not in index.constant_nodes]
@@ -80,12 +83,28 @@ def slice_model(
     oracle = _Oracle(cost_fn)
     if cost_fn is not None and logrows_max is not None:
         segments = _refine_with_oracle(rewritten, index, segments, logrows_max, oracle)
+    sliced = build_sliced_model(rewritten, segments, budget, oracle.measure, index)
+    sliced.meta["oracle_calls"] = oracle.calls
+    sliced.meta["nodes_rewritten"] = len(index.nodes) - len(model.graph.node)
+    return sliced
+
+
+def build_sliced_model(
+    rewritten: onnx.ModelProto,
+    segments: Sequence[Sequence[int]],
+    budget: Budget,
+    measure: Callable[[onnx.ModelProto], SliceCost] = estimate_cost,
+    index: GraphIndex | None = None,
+) -> SlicedModel:
+    """Materialise a partition (node indices of `rewritten`, topological) as a SlicedModel."""
+    logrows_max = compute_logrows_max(budget)
+    index = index or compute_graph_index(rewritten)
     boundaries = compute_boundaries(index, segments)
     specs = []
     over_budget = []
     for k, (seg, (ins, outs)) in enumerate(zip(segments, boundaries, strict=True)):
         sub = extract_sub_model(rewritten, index, seg, ins, outs, f"slice_{k}")
-        cost = oracle.measure(sub) if cost_fn is not None else estimate_cost(sub)
+        cost = measure(sub)
         if logrows_max is not None and cost.logrows > logrows_max:
             over_budget.append(k)
         specs.append(
@@ -102,9 +121,8 @@ def slice_model(
     meta = {
         "logrows_max": logrows_max,
         "over_budget": over_budget,
-        "oracle_calls": oracle.calls,
-        "nodes": len(order),
-        "nodes_rewritten": len(index.nodes) - len(model.graph.node),
+        "oracle_calls": 0,
+        "nodes_rewritten": 0,
         "constant_nodes": sorted(index.nodes[i].name for i in index.constant_nodes),
     }
     return SlicedModel(

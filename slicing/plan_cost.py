@@ -8,7 +8,8 @@ num_inner_cols 2) on convolutions, dense layers, ReLU and pooling, measured in a
   the K multiply-adds, plus a fixed cost per output for rescaling and range checks;
 - every slice input element costs about 5.5 rows (quantisation and range checks of a public input);
 - ReLU about 8 rows per element; MaxPool about `2 * window + 0.5` rows per output element;
-- data movement (Reshape, Flatten, Concat, Slice, Transpose, ...) costs nothing measurable.
+- Slice (and Gather, Split) about 11.3 rows per output element, Concat about 9.5; other data
+  movement (Reshape, Flatten, Transpose, ...) costs nothing measurable.
 
 Examples (estimate / EZKL): Conv(3→6, 5×5)+ReLU on 3×32×32: 395,627 / 395,568; Gemm(400→120)+ReLU:
 31,372 / 31,040; the whole CIFAR LeNet: 636,997 / 617,842 (conservative by 3 %). After
@@ -35,13 +36,15 @@ INPUT_ROWS_PER_ELEM = 5.5
 LINEAR_ROWS_PER_MAC = 0.5
 LINEAR_ROWS_PER_OUTPUT = 35.0
 ACTIVATION_ROWS_PER_ELEM = 8.0
-RESCALE_ROWS_PER_ELEM = 35.0  # an op whose result must be rescaled (Mul, Div, BatchNorm, ...)
+RESCALE_ROWS_PER_ELEM = 35.0  # an op whose result is rescaled (Mul, Div, BatchNorm, ...)
+GATHER_ROWS_PER_ELEM = 11.5  # Slice/Gather/Split select elements: measured 11.3 per output element
+GATHER_OPS = frozenset({"Slice", "Gather", "Split"})
+CONCAT_ROWS_PER_ELEM = 9.5  # measured 9.5 (1,176 outputs) and 7 (400) per output element
 
 LINEAR_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
 FREE_OPS = frozenset(
-    {"Reshape", "Flatten", "Concat", "Slice", "Split", "Transpose", "Identity", "Dropout",
-     "Squeeze", "Unsqueeze", "Pad", "Gather", "Expand", "Tile", "Shape", "Constant",
-     "ConstantOfShape", "Cast"}
+    {"Reshape", "Flatten", "Transpose", "Identity", "Dropout", "Squeeze", "Unsqueeze",
+     "Pad", "Expand", "Tile", "Shape", "Constant", "ConstantOfShape", "Cast"}
 )  # fmt: skip
 ACTIVATION_OPS = frozenset(
     {"Relu", "LeakyRelu", "PRelu", "Sigmoid", "Tanh", "Clip", "HardSigmoid", "HardSwish", "Abs",
@@ -89,6 +92,11 @@ def compute_node_rows(node: onnx.NodeProto, shapes: Mapping[str, TensorInfo]) ->
     out_elems = _numel(out.shape) if out is not None else 0
     if op in FREE_OPS:
         return 0.0
+    if op in GATHER_OPS:
+        outs = [shapes.get(o) for o in node.output if o]
+        return GATHER_ROWS_PER_ELEM * sum(_numel(t.shape) for t in outs if t is not None)
+    if op == "Concat":
+        return CONCAT_ROWS_PER_ELEM * out_elems
     if op in LINEAR_OPS:
         return out_elems * (
             LINEAR_ROWS_PER_MAC * _dot_length(node, shapes) + LINEAR_ROWS_PER_OUTPUT

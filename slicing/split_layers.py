@@ -1,9 +1,258 @@
-"""Intra-layer splits (placeholder: rewrites nothing yet)."""
+"""Intra-layer splits: rewrite a layer too big for one slice into parts whose outputs concatenate.
+
+A "layer" is a linear node (Conv with group 1, Gemm, MatMul with a weight initializer) plus the
+chain of per-channel nodes that follows it alone (Relu-like activations, BatchNormalization, a bias
+Add, and for Conv also MaxPool/AveragePool). When its heuristic cost exceeds the capacity, the layer
+is cut into parts by output channel groups (weights and per-channel parameters sliced into new
+initializers) and, for a 2-D Conv, into tiles of output rows: each tile reads its input rows plus
+the halo the kernel needs (a Slice node, emitted before the parts) with the padding recomputed so
+that the tile computes exactly the rows of the whole layer. A Concat (tiles along H, then groups
+along channels) rebuilds the original output tensor under its original name, so the rest of the
+graph is unchanged. Part nodes carry `doc_string = "split: ..."`, which the planner shows as notes.
+"""
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+
 import onnx
+from onnx import helper
+
+from slicing.graph import get_opset, infer_shapes
+from slicing.graph_fold import remove_dead_nodes
+from slicing.onnx_split import GraphIndex, compute_graph_index
+from slicing.plan_cost import GATHER_ROWS_PER_ELEM, compute_input_rows, compute_node_rows
+from slicing.split_rewrite import Part, rewrite_layer
+
+PARTS_COUNT_MAX = 4096
+CHAIN_ACTIVATIONS = frozenset({"Relu", "LeakyRelu", "Sigmoid", "Tanh", "HardSigmoid", "Elu"})
+CHAIN_POOLS = frozenset({"MaxPool", "AveragePool"})
+
+
+@dataclass(frozen=True)
+class Layer:
+    node: int  # the linear node
+    chain: tuple[int, ...]  # per-channel nodes after it, in order
+    axis: int  # channel axis of the layer's output
+    channels: int
+    rows: float  # heuristic rows of node + chain (outputs only; inputs counted apart)
 
 
 def split_oversized_layers(model: onnx.ModelProto, rows_max: int) -> onnx.ModelProto:
-    return model
+    """The model with every layer over `rows_max` (heuristic) rewritten into parts."""
+    index = compute_graph_index(model)
+    capacity = float(rows_max)
+    opset = get_opset(model)
+    inits = {t.name: t for t in model.graph.initializer}
+    new_nodes: list[onnx.NodeProto] = []
+    new_inits: list[onnx.TensorProto] = []
+    absorbed: set[int] = set()
+    changed = False
+    for i, node in enumerate(index.nodes):
+        if i in absorbed:
+            continue
+        layer = find_layer(index, i, inits)
+        parts = plan_parts(index, layer, capacity) if layer is not None else None
+        if layer is None or parts is None:
+            new_nodes.append(node)
+            continue
+        nodes, tensors = rewrite_layer(index, layer_nodes(index, layer), layer.axis, parts, inits,
+                                       opset)  # fmt: skip
+        new_nodes.extend(nodes)
+        new_inits.extend(tensors)
+        absorbed.update(layer.chain)
+        changed = True
+    if not changed:
+        return model
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    del out.graph.node[:]
+    out.graph.node.extend(new_nodes)
+    out.graph.initializer.extend(new_inits)
+    del out.graph.value_info[:]
+    remove_dead_nodes(out)  # drops the original weights no part reads any more
+    return infer_shapes(out, "rewritten model")
+
+
+def layer_nodes(index: GraphIndex, layer: Layer) -> list[onnx.NodeProto]:
+    return [index.nodes[layer.node], *(index.nodes[j] for j in layer.chain)]
+
+
+def find_layer(index: GraphIndex, i: int, inits: dict[str, onnx.TensorProto]) -> Layer | None:
+    """The splittable layer that starts at node `i`, or None."""
+    node = index.nodes[i]
+    if len(node.input) < 2 or node.input[1] not in inits or node.input[0] in index.constants:
+        return None
+    out = index.shapes.get(node.output[0])
+    if out is None:
+        return None
+    if node.op_type == "Conv":
+        if _int(node, "group", 1) != 1 or len(out.shape) < 3:
+            return None
+        axis = 1
+    elif node.op_type == "Gemm":
+        if len(node.input) > 2 and node.input[2] and node.input[2] not in inits:
+            return None
+        axis = 1
+    elif node.op_type == "MatMul":
+        if len(inits[node.input[1]].dims) != 2 or len(out.shape) < 2:
+            return None
+        axis = len(out.shape) - 1
+    else:
+        return None
+    chain = _follow_chain(index, i, axis, inits)
+    rows = sum(compute_node_rows(index.nodes[j], index.shapes) for j in (i, *chain))
+    return Layer(i, tuple(chain), axis, int(out.shape[axis]), rows)
+
+
+def _follow_chain(
+    index: GraphIndex, i: int, axis: int, inits: dict[str, onnx.TensorProto]
+) -> list[int]:
+    chain: list[int] = []
+    current = index.nodes[i]
+    pooled = False
+    while True:
+        tensor = current.output[0]
+        readers = index.consumers.get(tensor, ())
+        if tensor in index.model_outputs or len(readers) != 1 or len(current.output) != 1:
+            return chain
+        nxt = index.nodes[readers[0]]
+        if not _is_chain_node(nxt, tensor, axis, inits, index, pooled):
+            return chain
+        pooled = pooled or nxt.op_type in CHAIN_POOLS
+        chain.append(readers[0])
+        current = nxt
+
+
+def _is_chain_node(
+    node: onnx.NodeProto,
+    tensor: str,
+    axis: int,
+    inits: dict[str, onnx.TensorProto],
+    index: GraphIndex,
+    pooled: bool,
+) -> bool:
+    if node.input[0] != tensor or len([o for o in node.output if o]) != 1:
+        return False
+    if node.op_type in CHAIN_ACTIVATIONS:
+        return len(node.input) == 1
+    rank = len(index.shapes[tensor].shape)
+    if node.op_type in CHAIN_POOLS:
+        return axis == 1 and rank == 4 and not pooled and _is_tileable_pool(node)
+    if node.op_type == "BatchNormalization":
+        return axis == 1 and all(n in inits for n in node.input[1:5])
+    if node.op_type == "Add" and len(node.input) == 2 and node.input[1] in inits:
+        bias = inits[node.input[1]]
+        channels = index.shapes[tensor].shape[axis]
+        want = [channels] + [1] * (rank - 1 - axis)
+        dims = list(bias.dims)
+        return dims[-len(want) :] == want and all(d == 1 for d in dims[: -len(want)])
+    return False
+
+
+def _is_tileable_pool(node: onnx.NodeProto) -> bool:
+    kernel = _ints(node, "kernel_shape", [])
+    strides = _ints(node, "strides", [1] * len(kernel))
+    pads = _ints(node, "pads", [0] * 2 * len(kernel))
+    ceil_mode = _int(node, "ceil_mode", 0)
+    dilations = _ints(node, "dilations", [1] * len(kernel))
+    return (
+        len(kernel) == 2
+        and kernel == strides
+        and not any(pads)
+        and not ceil_mode
+        and all(d == 1 for d in dilations)
+    )
+
+
+def _ints(node: onnx.NodeProto, name: str, default: list[int]) -> list[int]:
+    for a in node.attribute:
+        if a.name == name:
+            return [int(v) for v in helper.get_attribute_value(a)]
+    return default
+
+
+def _int(node: onnx.NodeProto, name: str, default: int) -> int:
+    for a in node.attribute:
+        if a.name == name:
+            return int(helper.get_attribute_value(a))
+    return default
+
+
+def plan_parts(index: GraphIndex, layer: Layer, capacity: float) -> list[Part] | None:
+    """Channel groups × row tiles with the fewest parts that each fit; None = leave the layer."""
+    node = index.nodes[layer.node]
+    x = index.shapes[node.input[0]]
+    whole = layer.rows + compute_input_rows([x])
+    if whole <= capacity:
+        return None
+    can_tile = node.op_type == "Conv" and len(x.shape) == 4
+    heights = _tile_heights(index, layer) if can_tile else [0]
+    out_h = index.shapes[node.output[0]].shape[2] if can_tile else 1
+    best: tuple[int, int, int] | None = None  # (parts, -height, groups size)
+    for th in heights:
+        per_channel = layer.rows / layer.channels
+        if th:
+            per_channel *= th / out_h
+            in_rows = _tile_input_height(node, x.shape[2], th)
+            input_cost = compute_input_rows([x]) * in_rows / x.shape[2]
+            # The Slice that cuts the tile out of the input must fit a slice of its own too.
+            tile_elems = _numel(x.shape) * in_rows / x.shape[2]
+            if compute_input_rows([x]) + GATHER_ROWS_PER_ELEM * tile_elems > capacity:
+                continue
+        else:
+            input_cost = compute_input_rows([x])
+        room = capacity - input_cost
+        if room < per_channel:
+            continue
+        g = min(layer.channels, int(room // per_channel))
+        tiles = math.ceil(out_h / th) if th else 1
+        count = math.ceil(layer.channels / g) * tiles
+        key = (count, -th, g)
+        if best is None or key < best:
+            best = key
+    if best is None or best[0] > PARTS_COUNT_MAX or best[0] == 1:
+        return None
+    count, neg_th, g = best
+    return _make_parts(index, layer, g, -neg_th)
+
+
+def _numel(shape: tuple[int, ...]) -> int:
+    return math.prod(shape)
+
+
+def _tile_heights(index: GraphIndex, layer: Layer) -> list[int]:
+    """Candidate tile heights (conv output rows), aligned to the pool stride if the chain pools."""
+    node = index.nodes[layer.node]
+    out_h = index.shapes[node.output[0]].shape[2]
+    align = 1
+    for j in layer.chain:
+        if index.nodes[j].op_type in CHAIN_POOLS:
+            align = _ints(index.nodes[j], "strides", [1, 1])[0]
+    heights = list(range(align, out_h, align))  # a tile of every row is no tile (height 0)
+    return [0, *sorted(heights, reverse=True)]
+
+
+def _tile_input_height(node: onnx.NodeProto, in_h: int, th: int) -> int:
+    """Input rows (with halo) that `th` output rows of a conv read at most."""
+    k = _ints(node, "kernel_shape", [1, 1])[0]
+    s = _ints(node, "strides", [1, 1])[0]
+    d = _ints(node, "dilations", [1, 1])[0]
+    return min(in_h, (th - 1) * s + (k - 1) * d + 1)
+
+
+def _make_parts(index: GraphIndex, layer: Layer, g: int, th: int) -> list[Part]:
+    node = index.nodes[layer.node]
+    groups_count = math.ceil(layer.channels / g)
+    bounds = [round(k * layer.channels / groups_count) for k in range(groups_count + 1)]
+    if th:
+        out_h = index.shapes[node.output[0]].shape[2]
+        tiles = [(r, min(out_h, r + th)) for r in range(0, out_h, th)]
+    else:
+        tiles = [(0, 0)]
+    return [
+        Part(c0=bounds[k], c1=bounds[k + 1], r0=r0, r1=r1)
+        for k in range(groups_count)
+        for (r0, r1) in tiles
+    ]
