@@ -90,10 +90,12 @@ class World:
             self.writers[name] = ChainWriter(identity(name))
         return self.writers[name]
 
-    def make(self, name: str, op: Operation) -> Entry:
-        """A signed entry of `name`'s chain, at a height above everything made so far."""
+    def make(self, name: str, op: Operation, *, observe: bool = True) -> Entry:
+        """A signed entry of `name`'s chain, at a height above everything made so far (or, with
+        `observe=False`, above only `name`'s own entries: a concurrent entry)."""
         w = self.writer(name)
-        w.observe_height(max((e.header.height for e in self.log), default=0))
+        if observe:
+            w.observe_height(max((e.header.height for e in self.log), default=0))
         entry = w.append(op)
         self.log.append(entry)
         return entry
