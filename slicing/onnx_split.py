@@ -93,7 +93,7 @@ def compute_boundaries(
                     continue
                 produced.add(name)
                 readers = index.consumers.get(name, ())
-                if name in outputs_of_model or any(owner.get(r, s) != s for r in readers):
+                if name in outputs_of_model or any(owner.get(r) != s for r in readers):
                     outs.append(name)
         result.append((tuple(ins), tuple(outs)))
     return result

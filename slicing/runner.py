@@ -71,7 +71,9 @@ def parse_input_data(
             if isinstance(v, float) and not math.isfinite(v):
                 raise InputError(f"{source}: input {k} value {j} is not finite: {v!r}")
         arr = np.asarray(row, dtype=np.float64)
-        if not np.all(np.isfinite(arr.astype(info.dtype))):
+        dtype = np.dtype(info.dtype)
+        limit = np.finfo(dtype).max if dtype.kind == "f" else np.iinfo(dtype).max
+        if arr.size and float(np.max(np.abs(arr))) > float(limit):
             raise InputError(f"{source}: input {k} has values out of range for {info.dtype}")
         feeds[info.name] = arr.astype(info.dtype).reshape(info.shape)
     return feeds

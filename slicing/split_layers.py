@@ -208,11 +208,12 @@ def plan_parts(index: GraphIndex, layer: Layer, capacity: float) -> list[Part] |
             continue
         g = min(layer.channels, int(room // per_channel))
         tiles = math.ceil(out_h / th) if th else 1
-        count = math.ceil(layer.channels / g) * tiles
+        # Each tile also costs a Slice of the input, which often needs a slice of its own.
+        count = math.ceil(layer.channels / g) * tiles + (tiles if th else 0)
         key = (count, -th, g)
         if best is None or key < best:
             best = key
-    if best is None or best[0] > PARTS_COUNT_MAX or best[0] == 1:
+    if best is None or best[0] > PARTS_COUNT_MAX:
         return None
     count, neg_th, g = best
     return _make_parts(index, layer, g, -neg_th)
