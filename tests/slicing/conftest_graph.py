@@ -1,4 +1,4 @@
-"""Shared helpers for the graph/plan/split/runner tests: synthetic models and the chained==whole check.
+"""Helpers for the graph/plan/split/runner tests: synthetic models and the chained==whole check.
 
 Not a conftest (tests/slicing/conftest.py belongs to the EZKL side); import what you need.
 """

@@ -1,6 +1,8 @@
-"""plan.slice_model: budgets, chained == whole, determinism, the exact-oracle path, cost calibration."""
+"""plan.slice_model: budgets, chained == whole, determinism, the exact oracle, cost calibration."""
 
 from __future__ import annotations
+
+import itertools
 
 import numpy as np
 import onnx
@@ -128,7 +130,7 @@ def test_any_contiguous_partition_runs_like_the_whole(cuts: set[int], which: str
     model = two_input_two_output_model() if which == "dag" else skip_model()
     n = len(model.graph.node)
     bounds = [0, *sorted(c for c in cuts if c < n), n]
-    segments = [list(range(a, b)) for a, b in zip(bounds, bounds[1:], strict=False) if b > a]
+    segments = [list(range(a, b)) for a, b in itertools.pairwise(bounds) if b > a]
     sliced = build_sliced_model(model, segments, Budget())
     check_topological(sliced)
     assert compute_max_diff(model, sliced, seed=len(cuts)) <= 1e-5

@@ -37,7 +37,7 @@ def test_digits_sample_matches_the_model() -> None:
     sliced = slice_model(model, Budget(max_logrows=15))
     feeds = read_input_file(DIGITS_SAMPLE, sliced.model_inputs)
     assert feeds["input"].shape == (1, 1, 8, 8)
-    assert 0.0 <= float(feeds["input"].min()) and float(feeds["input"].max()) <= 1.0
+    assert float(feeds["input"].min()) >= 0.0 and float(feeds["input"].max()) <= 1.0
 
 
 @pytest.mark.parametrize(
