@@ -96,6 +96,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="M",
         help="kill a proving worker above this resident memory",
     )
+    _add_bundle_id(p)
     _add_common(p)
     p.set_defaults(func=run_prove_local)
 
@@ -103,7 +104,17 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("bundle", type=Path, metavar="BUNDLE_DIR")
     p.add_argument("--input", type=Path, required=True, metavar="X.json")
     p.add_argument("--output", type=Path, required=True, metavar="OUT.json")
+    _add_bundle_id(p)
     p.set_defaults(func=run_run_local)
+
+
+def _add_bundle_id(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--bundle-id",
+        default=None,
+        metavar="ID",
+        help="refuse the bundle unless its id (sha256 of the manifest) is ID",
+    )
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -213,7 +224,7 @@ def run_prove_local(args: argparse.Namespace) -> int:
     from slicing.prover import EzklProver
     from slicing.srs import get_cache_dir
 
-    bundle = load_bundle(args.bundle)
+    bundle = load_bundle(args.bundle, args.bundle_id)
     inputs = api.read_inputs(bundle, args.input)
     if not any(e["proven"] for e in bundle.slices) and not bundle.manifest["circuits"]:
         raise CliError(f"bundle {args.bundle} has no circuits (made with --no-circuits)")
@@ -249,7 +260,7 @@ def run_run_local(args: argparse.Namespace) -> int:
     from slicing import api
     from slicing.bundle import load_bundle
 
-    bundle = load_bundle(args.bundle)
+    bundle = load_bundle(args.bundle, args.bundle_id)
     inputs = api.read_inputs(bundle, args.input)
     outputs = api.run_local(bundle, inputs)
     _write_json(args.output, {"outputs": outputs})
