@@ -90,7 +90,14 @@ class Lattice:
         """Add one entry. Raises `InvalidTransition` (and holds nothing new) if it is invalid;
         `verified=True` skips the entry-only checks (for entries re-read from our own store)."""
         h = entry.hash
-        if h in self._entries or h in self._pending:
+        known = self._entries.get(h) or self._pending.get(h)
+        if known is not None:
+            # Same entry; a different signature on it must still be a valid one (else: a forgery).
+            if not verified and known.header.signature != entry.header.signature:
+                require(
+                    self.env.is_valid_signature(entry.header.account, h, entry.header.signature),
+                    Reason.BAD_SIGNATURE,
+                )
             return AddResult(AddStatus.DUPLICATE)
         if not verified:
             verify_entry(entry, self.env)
