@@ -269,6 +269,10 @@ class Lattice:
             return None
         return len(chain), chain[-1], self._entries[chain[-1]].header.height
 
+    def get_missing(self, limit: int = 256) -> list[bytes]:
+        """Hashes that pending entries wait for (to ask peers for them by hash)."""
+        return sorted(self._waiting)[:limit]
+
     def get_accounts(self) -> list[bytes]:
         return sorted(a for a, c in self._chains.items() if c)
 

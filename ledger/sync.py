@@ -4,8 +4,10 @@ A replica's frontier is, per account, the length and head hash of its canonical 
 that compares frontiers asks for what it lacks with `EntriesRequest(account, from_seq,
 prev_hash)`; the responder serves from `from_seq` when its chain agrees with `prev_hash` there
 and from seq 0 otherwise (the chains diverge earlier: a fork), so one exchange always makes
-progress. Everything here is a pure function of a `Lattice`; node/ carries the bodies over the
-network (wrapping them in its own signed envelopes) and `pull_from` runs the loop in memory.
+progress. Entries that wait for a dependency off every canonical chain (a claim of an award that
+lost a fork) are fetched by hash (`EntriesByHashRequest`). Everything here is a pure function
+of a `Lattice`; node/ carries the bodies over the network (wrapping them in its own signed
+envelopes) and `pull_from` runs the loop in memory.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from ledger.lattice import AddStatus, Lattice
 FRONTIER_ITEMS_MAX = 4096  # per FrontierResponse page
 ENTRIES_PER_RESPONSE_MAX = 512
 RESPONSE_BYTES_MAX = 768 * 1024  # at least one entry is always served
+HASHES_PER_REQUEST_MAX = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +61,39 @@ class EntriesResponse:
     more: bool
 
 
+@dataclass(frozen=True, slots=True)
+class EntriesByHashRequest:
+    hashes: tuple[bytes, ...]  # at most HASHES_PER_REQUEST_MAX
+
+
+@dataclass(frozen=True, slots=True)
+class EntriesByHashResponse:
+    entries: tuple[bytes, ...]  # encoded; the hashes we hold, in request order
+
+
+def compute_missing_request(lattice: Lattice) -> EntriesByHashRequest | None:
+    """Ask for what our pending entries wait for, or None if nothing waits."""
+    missing = lattice.get_missing(HASHES_PER_REQUEST_MAX)
+    return EntriesByHashRequest(tuple(missing)) if missing else None
+
+
+def compute_entries_by_hash_response(
+    lattice: Lattice, request: EntriesByHashRequest
+) -> EntriesByHashResponse:
+    encoded: list[bytes] = []
+    size = 0
+    for h in request.hashes[:HASHES_PER_REQUEST_MAX]:
+        entry = lattice.get_entry(h)
+        if entry is None:
+            continue
+        data = encode_entry(entry)
+        if encoded and size + len(data) > RESPONSE_BYTES_MAX:
+            break
+        encoded.append(data)
+        size += len(data)
+    return EntriesByHashResponse(tuple(encoded))
+
+
 def compute_frontier(lattice: Lattice, request: FrontierRequest | None = None) -> FrontierResponse:
     request = request or FrontierRequest()
     limit = max(1, min(request.limit, FRONTIER_ITEMS_MAX))
@@ -83,8 +119,10 @@ def compute_entry_requests(
         next_seq, head_hash, _ = head
         if item.next_seq > next_seq:
             requests.append(EntriesRequest(item.account, next_seq, head_hash, limit))
-        elif item.head != head_hash and item.next_seq == next_seq:
-            # Same length, different heads: our chains diverge; fetch theirs from the start.
+            continue
+        ours = local.get_chain(item.account, item.next_seq - 1, 1)
+        if not ours or ours[0].hash != item.head:
+            # Their chain is not a prefix of ours: they hold a fork we lack; fetch theirs.
             requests.append(EntriesRequest(item.account, 0, ZERO_HASH, limit))
     return requests
 
@@ -120,7 +158,6 @@ class PullReport:
 
 def pull_from(local: Lattice, remote: Lattice, rounds_max: int = 1000) -> PullReport:
     """Bring `local` up to date with `remote` using only the message bodies above (in memory)."""
-    proof_max = local.env.config.proof_bytes_max
     received = added = refused = rounds = 0
     after = b""
     pass_progress = False
@@ -134,28 +171,42 @@ def pull_from(local: Lattice, remote: Lattice, rounds_max: int = 1000) -> PullRe
             for request in requests:
                 response = compute_entries_response(remote, request)
                 received += len(response.entries)
-                for data in response.entries:
-                    try:
-                        status = local.add(decode_entry(data, proof_max)).status
-                    except InvalidTransition:
-                        refused += 1
-                        continue
-                    if status is not AddStatus.DUPLICATE:
-                        added += 1
-                        pass_progress = True
-                if response.more:
-                    next_requests.extend(compute_entry_requests(local, [_item(remote, request)]))
+                got = _add_all(local, response.entries)
+                added, refused = added + got[0], refused + got[1]
+                pass_progress = pass_progress or got[0] > 0
+                if response.more and response.entries:
+                    last = decode_entry(response.entries[-1], local.env.config.proof_bytes_max)
+                    next_seq = response.from_seq + len(response.entries)
+                    next_requests.append(
+                        EntriesRequest(request.account, next_seq, last.hash, request.limit)
+                    )
             requests = next_requests
         if page.more and page.items:
             after = page.items[-1].account
             continue
+        while (missing := compute_missing_request(local)) is not None and rounds < rounds_max:
+            rounds += 1
+            response_by_hash = compute_entries_by_hash_response(remote, missing)
+            received += len(response_by_hash.entries)
+            got = _add_all(local, response_by_hash.entries)
+            added, refused = added + got[0], refused + got[1]
+            if not got[0]:
+                break
+            pass_progress = True
         if not pass_progress:
             break
         after, pass_progress = b"", False
     return PullReport(rounds, received, added, refused)
 
 
-def _item(lattice: Lattice, request: EntriesRequest) -> FrontierItem:
-    head = lattice.get_head(request.account)
-    assert head is not None
-    return FrontierItem(request.account, head[0], head[1])
+def _add_all(local: Lattice, encoded: Sequence[bytes]) -> tuple[int, int]:
+    """(added, refused) after adding every encoded entry to `local`."""
+    added = refused = 0
+    for data in encoded:
+        try:
+            status = local.add(decode_entry(data, local.env.config.proof_bytes_max)).status
+        except InvalidTransition:
+            refused += 1
+            continue
+        added += status is not AddStatus.DUPLICATE
+    return added, refused
