@@ -2,6 +2,7 @@
 
 `verify_signatures=False` is the spec's `bls_active = False`: a speed switch for tests whose
 subject is not signatures. Production code always builds `LedgerEnv` with signatures on.
+Nodes run with both switches on.
 """
 
 from __future__ import annotations
@@ -18,6 +19,10 @@ class LedgerEnv:
     signatures: SignatureScheme
     verifier: ProofVerifier
     verify_signatures: bool = True
+    # False only to re-check a store whose proofs were verified on arrival, where no proof
+    # verifier is at hand (`dsperse-node ledger verify`): claims and invalid-proof evidence
+    # are then taken as verified.
+    verify_proofs: bool = True
 
     def is_valid_signature(self, public_key: bytes, message: bytes, signature: bytes) -> bool:
         if not self.verify_signatures:
