@@ -26,6 +26,13 @@ from slicing.types import TensorInfo
 MODEL_BYTES_MAX = 1 << 31  # protobuf's own limit; larger models need external data we do not take
 NODES_COUNT_MAX = 100_000
 CONV_OPS = ("Conv",)
+SEQUENCE_OP_PREFIXES = ("Sequence", "Optional")
+SEQUENCE_OPS = frozenset({"SplitToSequence", "ConcatFromSequence"})
+_T = onnx.TensorProto
+NUMERIC_TYPES = frozenset(
+    {_T.FLOAT, _T.DOUBLE, _T.FLOAT16, _T.BFLOAT16, _T.INT8, _T.INT16, _T.INT32, _T.INT64,
+     _T.UINT8, _T.UINT16, _T.UINT32, _T.UINT64, _T.BOOL}
+)  # fmt: skip
 POOL_OPS = ("MaxPool", "AveragePool")
 
 
@@ -95,9 +102,22 @@ def _require_supported(model: onnx.ModelProto, source: str) -> None:
                     f"{source}: node {node.name or node.op_type!r} ({node.op_type}) has a "
                     "sub-graph; control flow is not supported"
                 )
-    for vi in model.graph.input:
-        if not vi.type.HasField("tensor_type"):
-            raise ModelError(f"{source}: input {vi.name!r} is not a tensor")
+        if node.op_type.startswith(SEQUENCE_OP_PREFIXES) or node.op_type in SEQUENCE_OPS:
+            raise ModelError(
+                f"{source}: node {node.name or node.op_type!r} ({node.op_type}) works on "
+                "sequences or optionals; only tensors are supported"
+            )
+    for kind, values in (("input", model.graph.input), ("output", model.graph.output)):
+        for vi in values:
+            if not vi.type.HasField("tensor_type"):
+                raise ModelError(f"{source}: {kind} {vi.name!r} is not a tensor")
+            elem = vi.type.tensor_type.elem_type
+            if elem not in NUMERIC_TYPES:
+                name = onnx.TensorProto.DataType.Name(elem)
+                raise ModelError(
+                    f"{source}: {kind} {vi.name!r} has element type {name}; only numeric "
+                    "tensors are supported"
+                )
 
 
 def _drop_initializer_inputs(model: onnx.ModelProto) -> None:
