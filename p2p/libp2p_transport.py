@@ -175,7 +175,10 @@ class Libp2pTransport:
         self._key_pair = create_new_key_pair(key_seed)
         self._id = ID.from_pubkey(self._key_pair.public_key)
         self._peer_id = PeerId(self._id.to_base58())
-        self._listen = [multiaddr.Multiaddr(a) for a in listen]
+        try:
+            self._listen = [multiaddr.Multiaddr(a) for a in listen]
+        except ValueError as exc:
+            raise InvalidAddress(f"bad listen address in {list(listen)}: {exc}") from None
         self._bootstrap = tuple(bootstrap)
         for addr in self._bootstrap:
             _parse_addr(addr)

@@ -1,17 +1,123 @@
-"""`dsperse-node run`: start a node that joins the mesh."""
+"""`dsperse-node run`: start a node that joins the mesh and advertises its capacity.
+
+Flags override the data dir's config.toml. At start it prints its peer id, its listen multiaddrs
+(with /p2p/<peer id>, ready to hand to other nodes as --bootstrap) and the control API address
+on stdout; logs (text or JSON lines) go to stderr. SIGINT or SIGTERM stops it cleanly (exit 0).
+"""
 
 from __future__ import annotations
 
 import argparse
+import signal
+import sys
+from typing import Any
 
-from node.cli.common import add_data_dir, not_implemented
+from node.cli.common import add_data_dir, resolve_data_dir
+from node.config import NodeConfig, load_config
+from node.errors import DataDirError
+from node.identity import KEY_FILE_NAME, load_identity
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("run", help="start a node that joins the mesh (not implemented yet)")
+    p = sub.add_parser("run", help="start a node that joins the mesh")
     add_data_dir(p)
+    p.add_argument(
+        "--listen",
+        action="append",
+        metavar="MULTIADDR",
+        help="listen address, e.g. /ip4/0.0.0.0/tcp/4001 (repeatable; default from config)",
+    )
+    p.add_argument(
+        "--bootstrap",
+        action="append",
+        metavar="MULTIADDR",
+        help="peer to join through: /ip4/…/tcp/…/p2p/<peer id> (repeatable; adds to config)",
+    )
+    p.add_argument("--control-listen", metavar="HOST:PORT", help="control API (loopback only)")
+    p.add_argument("--advert-interval", type=float, metavar="S", help="seconds between adverts")
+    p.add_argument("--log-format", choices=("text", "json"), help="log format on stderr")
+    p.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
     p.set_defaults(func=run)
 
 
+def apply_flags(config: NodeConfig, args: argparse.Namespace) -> NodeConfig:
+    """Flags on top of the file, through the same validation as the file."""
+    from node.config import config_from_mapping
+
+    network: dict[str, Any] = {}
+    if args.listen:
+        network["listen"] = list(args.listen)
+    if args.bootstrap:
+        network["bootstrap"] = [*config.network.bootstrap, *args.bootstrap]
+    if args.advert_interval is not None:
+        network["advert_interval_s"] = args.advert_interval
+    control = {"listen": args.control_listen} if args.control_listen else {}
+    log = {k: v for k, v in (("format", args.log_format), ("level", args.log_level)) if v}
+    checked = config_from_mapping(
+        {"network": network, "control": control, "log": log}, config.data_dir
+    )
+    config = config.with_overrides("network", **{k: getattr(checked.network, k) for k in network})
+    config = config.with_overrides("control", **{k: getattr(checked.control, k) for k in control})
+    return config.with_overrides("log", **{k: getattr(checked.log, k) for k in log})
+
+
 def run(args: argparse.Namespace) -> int:
-    raise not_implemented("run", 4)
+    data_dir = resolve_data_dir(args)
+    if not (data_dir / KEY_FILE_NAME).exists():
+        raise DataDirError(f"{data_dir} has no identity; run `dsperse-node init` first")
+    config = apply_flags(load_config(data_dir), args)
+    identity = load_identity(data_dir / KEY_FILE_NAME)
+
+    from node.logs import setup_logging
+
+    setup_logging(config.log.level, config.log.format)
+    import trio
+
+    from node.runtime import NodeRuntime
+    from node.topics import GOSSIP_TOPICS
+    from node.wire import ENVELOPE_BYTES_MAX
+    from p2p.abc import TransportSettings
+    from p2p.libp2p_transport import Libp2pTransport  # heavy: imported only to run
+
+    settings = TransportSettings(topics=GOSSIP_TOPICS, gossip_bytes_max=ENVELOPE_BYTES_MAX)
+    transport = Libp2pTransport(
+        identity.seed(),
+        listen=config.network.listen,
+        bootstrap=config.network.bootstrap,
+        settings=settings,
+    )
+    runtime = NodeRuntime(config, identity, transport)
+
+    async def main() -> None:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(runtime.run)
+                print(f"peer id:   {identity.peer_id}")
+                for addr in transport.listen_addrs():
+                    print(f"listening: {addr}")
+                print(f"control:   http://{runtime.control_addr}/status", flush=True)
+                async for signum in signals:
+                    print(f"stopping ({signal.Signals(signum).name})", file=sys.stderr, flush=True)
+                    nursery.cancel_scope.cancel()
+                    break
+
+    try:
+        trio.run(main)
+    except BaseExceptionGroup as group:
+        raise _single_leaf(group) from None
+    return 0
+
+
+def _single_leaf(group: BaseExceptionGroup[Any]) -> BaseException:
+    """The one real error inside nested trio exception groups (else the group itself)."""
+    leaves: list[BaseException] = []
+
+    def walk(exc: BaseException) -> None:
+        if isinstance(exc, BaseExceptionGroup):
+            for inner in exc.exceptions:
+                walk(inner)
+        else:
+            leaves.append(exc)
+
+    walk(group)
+    return leaves[0] if len(leaves) == 1 else group

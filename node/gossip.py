@@ -1,0 +1,113 @@
+"""Gossip validation: bytes from the transport -> ACCEPT / IGNORE / REJECT, with counted reasons.
+
+Written like the Ethereum p2p spec: `validate_gossip` raises `GossipIgnore` or `GossipReject`
+with a reason; `TopicValidator` wraps it into the transport's `Verdict` and counts every refusal
+by reason. Validators are pure (py-libp2p caches verdicts per message id): they depend only on
+the bytes, the topic and the clock window. Replay checks need state, so they run after delivery
+(`ReplayFilter`).
+
+REJECT (the forwarder misbehaved, its score drops): malformed, oversize, not canonical, bad
+envelope or fields, bad signature, a type not allowed on the topic, a signer other than the
+publisher. IGNORE (nobody is provably at fault): unknown type or version (a newer peer), a
+timestamp outside the skew window (clock drift or delay).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+
+from node.errors import NodeError
+from node.identity import compute_peer_id
+from node.topics import TOPIC_MESSAGE_TYPES
+from node.wire import ENVELOPE_BYTES_MAX, Envelope, ReplayGuard, WireError, WireReason
+from node.wire import decode_envelope as decode_wire_envelope
+from p2p.abc import GossipMessage, Verdict
+
+_IGNORED_REASONS = frozenset(
+    {WireReason.UNKNOWN_TYPE, WireReason.UNSUPPORTED_VERSION, WireReason.STALE, WireReason.FUTURE}
+)
+
+
+class GossipRefusal(NodeError):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class GossipIgnore(GossipRefusal):
+    """Drop silently: not useful now, nobody provably at fault."""
+
+
+class GossipReject(GossipRefusal):
+    """Drop and penalise the forwarding peer."""
+
+
+def validate_gossip(
+    topic: str, data: bytes, source_peer_id: str, now_ms: int, bytes_max: int = ENVELOPE_BYTES_MAX
+) -> Envelope:
+    """The decoded envelope, or raise GossipIgnore / GossipReject. Pure."""
+    allowed = TOPIC_MESSAGE_TYPES.get(topic)
+    # [IGNORE] the topic is one we know (the transport only delivers subscribed topics)
+    if allowed is None:
+        raise GossipIgnore("unknown_topic")
+    # [REJECT] the payload fits the envelope limit (checked before any decoding work)
+    if len(data) > bytes_max:
+        raise GossipReject(WireReason.TOO_LARGE.value)
+    try:
+        envelope = decode_wire_envelope(data, now_ms, bytes_max=bytes_max)
+    except WireError as exc:
+        if exc.reason in _IGNORED_REASONS:
+            raise GossipIgnore(exc.reason.value) from None
+        raise GossipReject(exc.reason.value) from None
+    # [REJECT] the message type belongs on this topic
+    if envelope.type not in allowed:
+        raise GossipReject("wrong_topic")
+    # [REJECT] the envelope's signer is the peer that published it (no re-publishing others')
+    if compute_peer_id(envelope.signer) != source_peer_id:
+        raise GossipReject("signer_mismatch")
+    return envelope
+
+
+class TopicValidator:
+    """The transport-facing validator of one topic; counts each verdict's reason."""
+
+    def __init__(self, topic: str, now_ms: Callable[[], int]) -> None:
+        self.topic = topic
+        self._now_ms = now_ms
+        self.reasons: Counter[str] = Counter()  # "reject:bad_signature", "ignore:stale", ...
+
+    def __call__(self, message: GossipMessage) -> Verdict:
+        try:
+            validate_gossip(self.topic, message.data, message.source, self._now_ms())
+        except GossipIgnore as exc:
+            self.reasons[f"ignore:{exc.reason}"] += 1
+            return Verdict.IGNORE
+        except GossipReject as exc:
+            self.reasons[f"reject:{exc.reason}"] += 1
+            return Verdict.REJECT
+        self.reasons["accept"] += 1
+        return Verdict.ACCEPT
+
+
+class ReplayFilter:
+    """After delivery: decode again with a replay guard; a repeat envelope is dropped, counted."""
+
+    def __init__(self, now_ms: Callable[[], int]) -> None:
+        self._now_ms = now_ms
+        self._guard = ReplayGuard()
+        self.replays = 0
+        self.expired = 0
+
+    def process(self, message: GossipMessage) -> Envelope | None:
+        now = self._now_ms()
+        try:
+            envelope = validate_gossip(message.topic, message.data, message.source, now)
+            self._guard.check_and_remember(envelope, now)
+        except GossipRefusal:  # the clock moved past the window between validation and delivery
+            self.expired += 1
+            return None
+        except WireError:  # REPLAY
+            self.replays += 1
+            return None
+        return envelope

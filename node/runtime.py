@@ -1,0 +1,196 @@
+"""The trio node shell: runs a transport, validates and consumes gossip, advertises capacity.
+
+`NodeRuntime.run` starts the transport, subscribes to every protocol topic with its validator,
+starts the control API, then publishes this node's signed `CapacityAdvert` every
+`advert_interval_s` and logs peers joining and leaving and adverts arriving as structured events.
+It stops when cancelled (the CLI cancels it on SIGINT/SIGTERM). It works with any `Transport`
+(py-libp2p in production, `p2p.memory` in tests).
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+
+import trio
+
+from node import __version__
+from node.config import NodeConfig
+from node.control import serve_control
+from node.gossip import ReplayFilter, TopicValidator
+from node.identity import NodeIdentity
+from node.logs import log_event
+from node.topics import GOSSIP_TOPICS, PROTOCOL_STATUS, TOPIC_CAPACITY
+from node.wire import encode_envelope
+from node.wire.messages import MULTIADDR_LEN_MAX, CapacityAdvert
+from p2p.abc import GossipMessage, PeerId, Transport
+from p2p.errors import P2PError
+
+ADVERTS_KNOWN_MAX = 4096
+ADVERT_ADDRS_MAX = 8
+_log = logging.getLogger("node.runtime")
+
+
+def wall_clock_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _ezkl_version() -> str:
+    try:
+        return importlib.metadata.version("ezkl")[:32]
+    except importlib.metadata.PackageNotFoundError:
+        return ""
+
+
+class NodeRuntime:
+    """One node: transport + validators + advert loop + control API."""
+
+    def __init__(
+        self,
+        config: NodeConfig,
+        identity: NodeIdentity,
+        transport: Transport,
+        *,
+        now_ms: Callable[[], int] = wall_clock_ms,
+        control: bool = True,
+    ) -> None:
+        self.config = config
+        self.identity = identity
+        self.transport = transport
+        self._now_ms = now_ms
+        self._control = control
+        self.control_addr = ""
+        self.validators = {t: TopicValidator(t, now_ms) for t in GOSSIP_TOPICS}
+        self._replays = ReplayFilter(now_ms)
+        self.adverts: OrderedDict[str, tuple[CapacityAdvert, int]] = OrderedDict()
+        self.adverts_published = 0
+        self.adverts_received = 0
+        self._started_ms = 0
+        self._ezkl_version = _ezkl_version()
+
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(self.transport.run)
+            for topic in GOSSIP_TOPICS:
+                channel = await self.transport.subscribe(topic, self.validators[topic])
+                nursery.start_soon(self._consume, channel)
+            self.transport.set_request_handler(PROTOCOL_STATUS, self._serve_status)
+            if self._control:
+                routes = {"/status": self.statistics, "/health": self._health}
+                self.control_addr = await nursery.start(
+                    serve_control, self.config.control.listen, routes
+                )
+            nursery.start_soon(self._log_peer_events)
+            nursery.start_soon(self._advertise)
+            self._started_ms = self._now_ms()
+            log_event(
+                _log,
+                "node_started",
+                peer=self.identity.peer_id,
+                listen=list(self.transport.listen_addrs()),
+                control=self.control_addr,
+                version=__version__,
+            )
+            task_status.started()
+
+    # -- adverts ----------------------------------------------------------------------------
+
+    def build_advert(self) -> CapacityAdvert:
+        p = self.config.prover
+        addrs = tuple(a for a in self.transport.listen_addrs() if len(a) <= MULTIADDR_LEN_MAX)
+        return CapacityAdvert(
+            free_slots=p.slots,  # no proving yet: every slot is free
+            total_slots=max(p.slots, 1),
+            price_per_slice=p.price_per_slice,
+            max_logrows=p.max_logrows,
+            memory_mb_max=p.memory_mb_max,
+            software_version=__version__,
+            ezkl_version=self._ezkl_version,
+            listen_addrs=addrs[:ADVERT_ADDRS_MAX],
+        )
+
+    async def _advertise(self) -> None:
+        interval = self.config.network.advert_interval_s
+        while True:
+            data = encode_envelope(self.build_advert(), self.identity, self._now_ms())
+            try:
+                await self.transport.publish(TOPIC_CAPACITY, data)
+                self.adverts_published += 1
+                log_event(_log, "advert_published", logging.DEBUG, n=self.adverts_published)
+            except P2PError as exc:
+                log_event(_log, "advert_publish_failed", logging.WARNING, error=str(exc))
+            await trio.sleep(interval)
+
+    # -- inbound ----------------------------------------------------------------------------
+
+    async def _consume(self, channel: trio.MemoryReceiveChannel[GossipMessage]) -> None:
+        async for message in channel:
+            envelope = self._replays.process(message)
+            if envelope is None:
+                continue
+            if isinstance(envelope.body, CapacityAdvert):
+                self._remember_advert(message.source, envelope.body)
+
+    def _remember_advert(self, peer: PeerId, advert: CapacityAdvert) -> None:
+        self.adverts_received += 1
+        is_new = peer not in self.adverts
+        self.adverts[peer] = (advert, self._now_ms())
+        self.adverts.move_to_end(peer)
+        while len(self.adverts) > ADVERTS_KNOWN_MAX:
+            self.adverts.popitem(last=False)
+        log_event(
+            _log,
+            "advert_received",
+            logging.INFO if is_new else logging.DEBUG,
+            peer=peer,
+            new=is_new,
+            free_slots=advert.free_slots,
+            price=advert.price_per_slice,
+            version=advert.software_version,
+        )
+
+    async def _log_peer_events(self) -> None:
+        async for event in self.transport.peer_events():
+            if event.connected:
+                log_event(_log, "peer_connected", peer=event.peer_id)
+            else:
+                self.adverts.pop(event.peer_id, None)
+                log_event(_log, "peer_disconnected", peer=event.peer_id)
+
+    async def _serve_status(self, peer: PeerId, body: bytes) -> bytes:
+        await trio.lowlevel.checkpoint()
+        return json.dumps(self._summary()).encode()
+
+    # -- statistics -------------------------------------------------------------------------
+
+    def _health(self) -> dict[str, Any]:
+        return {"ok": True, "peer_id": self.identity.peer_id}
+
+    def _summary(self) -> dict[str, Any]:
+        return {
+            "peer_id": self.identity.peer_id,
+            "version": __version__,
+            "uptime_s": round((self._now_ms() - self._started_ms) / 1000, 1),
+            "adverts_published": self.adverts_published,
+            "adverts_received": self.adverts_received,
+            "replays_dropped": self._replays.replays,
+            "expired_dropped": self._replays.expired,
+        }
+
+    def statistics(self) -> dict[str, Any]:
+        """JSON-ready snapshot: node summary, transport statistics, gossip verdict reasons."""
+        return {
+            "node": self._summary(),
+            "control": self.control_addr,
+            "transport": self.transport.statistics().to_dict(),
+            "gossip": {t: dict(v.reasons) for t, v in self.validators.items() if v.reasons},
+            "providers": {
+                peer: {"free_slots": a.free_slots, "price": a.price_per_slice, "seen_ms": ts}
+                for peer, (a, ts) in self.adverts.items()
+            },
+        }
