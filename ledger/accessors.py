@@ -79,3 +79,24 @@ def compute_state_array(state: LedgerState) -> list[object]:
 def hash_state(state: LedgerState) -> bytes:
     packed: bytes = msgpack.packb(compute_state_array(state), use_bin_type=True)
     return hashlib.sha256(DOMAIN_STATE + packed).digest()
+
+
+def state_from_array(array: list[object]) -> LedgerState:
+    """Inverse of `compute_state_array` (test vectors, tools). Trusts its input's types."""
+    from ledger.containers import AccountState, AwardState, EscrowState, OffenceState
+
+    accounts_a, escrows_a, awards_a, offences_a, supply, burned = array
+    state = LedgerState(supply=supply, burned=burned)  # type: ignore[arg-type]
+    for k, balance, bonded, unbonding, slashed in accounts_a:  # type: ignore[attr-defined]
+        state.accounts[k] = AccountState(balance, bonded, [(a, m) for a, m in unbonding], slashed)
+    for requester, job, bundle, available, reserved, paid, refunded in escrows_a:  # type: ignore[attr-defined]
+        state.escrows[(requester, job)] = EscrowState(bundle, available, reserved, paid, refunded)
+    for k, *fields in awards_a:  # type: ignore[attr-defined]
+        award = state.awards[k] = AwardState(*fields)
+        slot = (award.requester, award.job_id, award.slice_index)
+        current = state.slots.get(slot)
+        if current is None or state.awards[current].round < award.round:
+            state.slots[slot] = k
+    for k, offender, reporter, penalty, reward in offences_a:  # type: ignore[attr-defined]
+        state.offences[k] = OffenceState(offender, reporter, penalty, reward)
+    return state

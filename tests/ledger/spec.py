@@ -1,6 +1,6 @@
-"""Spec-style tests: a case is a generator yielding ("pre", state), ("entry", entry),
-("post", state | None). Under pytest the decorator just runs it (its checks are the test);
-`python -m tests.vectors` runs the same generators and writes what they yield to disk.
+"""Spec-style tests: a case is a generator yielding ("config", config), ("pre", state),
+("entry", entry), ("post", state | None). Under pytest the decorator just runs it (its checks
+are the test); `python -m tests.vectors` runs the same generators and writes what they yield.
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ def run_transition(
     """Yield pre/entry/post for `entry` applied to the world's state; check the outcome."""
     pre = copy_state(world.state)
     before = hash_state(pre)
+    yield "config", world.env.config
     yield "pre", pre
     yield "entry", entry
     if reason is None:
