@@ -7,7 +7,8 @@ Steps, all deterministic:
 3. Greedy partition of the nodes in topological order: a slice grows while the heuristic cost
    (plan_cost) of its nodes plus its boundary inputs fits, so cheap neighbours merge.
 4. With an exact oracle `cost_fn` (EZKL's own row counts), each slice is measured once (cached by
-   the hash of its model); a slice the oracle finds over budget is halved and measured again.
+   the hash of its model, batched when the oracle has `compute_costs`); a slice the oracle finds
+   over budget is halved and measured again.
 5. Each slice is materialised as a standalone ONNX model (onnx_split).
 A single node that cannot fit even after splitting stays one slice, listed in `meta["over_budget"]`
 (the EZKL side runs it unproven).
@@ -83,7 +84,7 @@ def slice_model(
     oracle = _Oracle(cost_fn)
     if cost_fn is not None and logrows_max is not None:
         segments = _refine_with_oracle(rewritten, index, segments, logrows_max, oracle)
-    sliced = build_sliced_model(rewritten, segments, budget, oracle.measure, index)
+    sliced = build_sliced_model(rewritten, segments, budget, oracle.measure_many, index)
     sliced.meta["oracle_calls"] = oracle.calls
     sliced.meta["nodes_rewritten"] = len(index.nodes) - len(model.graph.node)
     return sliced
@@ -93,24 +94,31 @@ def build_sliced_model(
     rewritten: onnx.ModelProto,
     segments: Sequence[Sequence[int]],
     budget: Budget,
-    measure: Callable[[onnx.ModelProto], SliceCost] = estimate_cost,
+    measure_many: Callable[[Sequence[onnx.ModelProto]], list[SliceCost]] | None = None,
     index: GraphIndex | None = None,
 ) -> SlicedModel:
-    """Materialise a partition (node indices of `rewritten`, topological) as a SlicedModel."""
+    """Materialise a partition (node indices of `rewritten`, topological) as a SlicedModel.
+
+    `measure_many` costs the slice models in one batch (default: the heuristic).
+    """
     logrows_max = compute_logrows_max(budget)
     index = index or compute_graph_index(rewritten)
     boundaries = compute_boundaries(index, segments)
+    subs = [
+        extract_sub_model(rewritten, index, seg, ins, outs, f"slice_{k}")
+        for k, (seg, (ins, outs)) in enumerate(zip(segments, boundaries, strict=True))
+    ]
+    costs = measure_many(subs) if measure_many is not None else [estimate_cost(m) for m in subs]
     specs = []
     over_budget = []
     for k, (seg, (ins, outs)) in enumerate(zip(segments, boundaries, strict=True)):
-        sub = extract_sub_model(rewritten, index, seg, ins, outs, f"slice_{k}")
-        cost = measure(sub)
+        cost = costs[k]
         if logrows_max is not None and cost.logrows > logrows_max:
             over_budget.append(k)
         specs.append(
             SliceSpec(
                 index=k,
-                model=sub,
+                model=subs[k],
                 inputs=tuple(index.shapes[t] for t in ins),
                 outputs=tuple(index.shapes[t] for t in outs),
                 node_names=tuple(index.nodes[i].name for i in seg),
@@ -169,23 +177,41 @@ def partition_greedy(
 
 
 class _Oracle:
-    """Calls the exact cost function at most once per distinct sub-model (by content hash)."""
+    """Calls the exact cost function at most once per distinct sub-model (by content hash).
+
+    If `cost_fn` also has `compute_costs(models) -> list[SliceCost | None]` (a batch form, e.g.
+    one EZKL worker process for many sub-models), the planner uses it; None there means EZKL
+    cannot build the sub-model, treated as over any budget.
+    """
 
     def __init__(self, cost_fn: Callable[[onnx.ModelProto], SliceCost] | None) -> None:
         self.cost_fn = cost_fn
         self.cache: dict[str, SliceCost] = {}
         self.calls = 0
 
-    def measure(self, sub: onnx.ModelProto) -> SliceCost:
+    def measure_many(self, subs: Sequence[onnx.ModelProto]) -> list[SliceCost]:
         if self.cost_fn is None:
-            return estimate_cost(sub)
-        key = _model_hash(sub)
-        if key not in self.cache:
-            if self.calls >= ORACLE_CALLS_MAX:
-                raise BudgetError(f"cost oracle called {self.calls} times; giving up")
-            self.calls += 1
-            self.cache[key] = self.cost_fn(sub)
-        return self.cache[key]
+            return [estimate_cost(sub) for sub in subs]
+        keys = [_model_hash(sub) for sub in subs]
+        todo: dict[str, onnx.ModelProto] = {}
+        for key, sub in zip(keys, subs, strict=True):
+            if key not in self.cache:
+                todo.setdefault(key, sub)
+        if todo:
+            if self.calls + len(todo) > ORACLE_CALLS_MAX:
+                raise BudgetError(f"cost oracle asked for {self.calls + len(todo)} sub-models")
+            self.calls += len(todo)
+            batch = getattr(self.cost_fn, "compute_costs", None)
+            if callable(batch):
+                costs = list(batch(list(todo.values())))
+            else:
+                costs = [self.cost_fn(sub) for sub in todo.values()]
+            for key, cost in zip(todo, costs, strict=True):
+                self.cache[key] = cost if cost is not None else _UNBUILDABLE
+        return [self.cache[key] for key in keys]
+
+
+_UNBUILDABLE = SliceCost(rows=1 << 30, logrows=31, memory_mb_estimate=1 << 30, exact=True)
 
 
 def _model_hash(sub: onnx.ModelProto) -> str:
@@ -202,20 +228,30 @@ def _refine_with_oracle(
     logrows_max: int,
     oracle: _Oracle,
 ) -> list[list[int]]:
-    """Halve each segment the exact oracle finds over budget until it fits or is one node."""
-    done: list[list[int]] = []
-    todo = list(reversed(segments))
-    while todo:
-        seg = todo.pop()
-        (ins, outs) = compute_boundaries(index, [seg])[0]
-        cost = oracle.measure(extract_sub_model(model, index, seg, ins, outs, "probe"))
-        if cost.logrows <= logrows_max or len(seg) == 1:
-            done.append(seg)
-            continue
-        cut = _balanced_cut(index, seg)
-        todo.append(seg[cut:])
-        todo.append(seg[:cut])
-    return done
+    """Halve each segment the exact oracle finds over budget until it fits or is one node.
+
+    Measures a whole round of segments in one batch, so a batch oracle is asked O(log n) times.
+    """
+    current = [list(seg) for seg in segments]
+    while True:
+        bounds = compute_boundaries(index, current)
+        subs = [
+            extract_sub_model(model, index, seg, ins, outs, "probe")
+            for seg, (ins, outs) in zip(current, bounds, strict=True)
+        ]
+        costs = oracle.measure_many(subs)
+        nxt: list[list[int]] = []
+        changed = False
+        for seg, cost in zip(current, costs, strict=True):
+            if cost.logrows <= logrows_max or len(seg) == 1:
+                nxt.append(seg)
+                continue
+            cut = _balanced_cut(index, seg)
+            nxt.extend([seg[:cut], seg[cut:]])
+            changed = True
+        current = nxt
+        if not changed:
+            return current
 
 
 def _balanced_cut(index: GraphIndex, seg: Sequence[int]) -> int:

@@ -198,3 +198,27 @@ def test_estimate_is_monotone_in_work() -> None:
     total = sum(s.cost.rows for s in small.slices if s.cost)
     assert total > estimate_cost(CIFAR).rows  # boundaries add input rows
     assert np.isfinite(total)
+
+
+class BatchOracle(CountingOracle):
+    """A batch oracle (like the EZKL one, one worker per batch) that cannot build Gemm."""
+
+    def __init__(self) -> None:
+        super().__init__(scale=1.0)
+        self.batches = 0
+
+    def compute_costs(self, models: list[onnx.ModelProto]) -> list[SliceCost | None]:
+        self.batches += 1
+        return [None if any(n.op_type == "Gemm" for n in m.graph.node) else self(m) for m in models]
+
+
+def test_batch_oracle_is_used_and_unbuildable_nodes_end_alone() -> None:
+    oracle = BatchOracle()
+    sliced = slice_model(DIGITS, Budget(max_logrows=16), cost_fn=oracle)
+    assert oracle.batches <= 6  # rounds of halving (10 nodes), not one call per sub-model
+    assert oracle.calls > oracle.batches
+    gemm_slices = [s for s in sliced.slices if any("fc" in n for n in s.node_names)]
+    assert gemm_slices and all(len(s.node_names) == 1 for s in gemm_slices)
+    assert sorted(sliced.meta["over_budget"]) == [s.index for s in gemm_slices]
+    check_topological(sliced)
+    assert compute_max_diff(DIGITS, sliced) <= 1e-4
