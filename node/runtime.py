@@ -138,7 +138,9 @@ class NodeRuntime:
 
     def _remember_advert(self, peer: PeerId, advert: CapacityAdvert) -> None:
         self.adverts_received += 1
-        is_new = peer not in self.adverts
+        previous = self.adverts.get(peer)
+        is_new = previous is None
+        changed = previous is None or previous[0] != advert  # e.g. a restarted peer, new addrs
         self.adverts[peer] = (advert, self._now_ms())
         self.adverts.move_to_end(peer)
         while len(self.adverts) > ADVERTS_KNOWN_MAX:
@@ -146,9 +148,10 @@ class NodeRuntime:
         log_event(
             _log,
             "advert_received",
-            logging.INFO if is_new else logging.DEBUG,
+            logging.INFO if changed else logging.DEBUG,
             peer=peer,
             new=is_new,
+            changed=changed,
             free_slots=advert.free_slots,
             price=advert.price_per_slice,
             version=advert.software_version,
