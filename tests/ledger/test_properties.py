@@ -19,7 +19,7 @@ from tests.ledger.histories import BYZANTINE, HONEST, build_history
 FAST_ENV = make_env(signatures=False)
 SIGNED_ENV = make_env(signatures=True)
 seeds = st.integers(min_value=0, max_value=2**32)
-steps = st.integers(min_value=5, max_value=150)
+steps = st.integers(min_value=5, max_value=250)
 
 
 def build(env: object, entries: list, snapshot_every: int = 4096) -> Lattice:  # type: ignore[type-arg]
@@ -29,7 +29,7 @@ def build(env: object, entries: list, snapshot_every: int = 4096) -> Lattice:  #
     return lattice
 
 
-@settings(max_examples=120, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(
     seed=seeds,
     n=steps,
@@ -50,7 +50,7 @@ def test_root_is_a_function_of_the_set(
     assert permuted.statistics().pending == 0
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(seed=seeds, n=steps)
 def test_invariants_hold_after_every_entry(seed: int, n: int) -> None:
     hist = build_history(FAST_ENV, seed, n)
@@ -65,7 +65,7 @@ def test_invariants_hold_after_every_entry(seed: int, n: int) -> None:
         assert escrow.paid + escrow.refunded + escrow.available + escrow.reserved >= escrow.paid
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(seed=seeds, n=steps)
 def test_honest_never_slashed_and_each_offence_applied_once(seed: int, n: int) -> None:
     hist = build_history(FAST_ENV, seed, n)
@@ -94,7 +94,7 @@ def test_honest_never_slashed_and_each_offence_applied_once(seed: int, n: int) -
         assert (acct.slashed if acct else 0) == penalties
 
 
-@settings(max_examples=15, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(seed=seeds, n=st.integers(5, 40), data=st.data())
 def test_every_tampered_entry_is_rejected_with_a_reason(
     seed: int, n: int, data: st.DataObject

@@ -33,7 +33,7 @@ def lattice_of(entries: list) -> Lattice:  # type: ignore[type-arg]
     return lattice
 
 
-@settings(max_examples=50, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(seed=st.integers(0, 2**32), n=st.integers(5, 120), keep=st.floats(0.0, 1.0))
 def test_two_replicas_converge(seed: int, n: int, keep: float) -> None:
     hist = build_history(ENV, seed, n)
@@ -46,7 +46,7 @@ def test_two_replicas_converge(seed: int, n: int, keep: float) -> None:
     assert b.statistics().pending == 0
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(seed=st.integers(0, 2**32), n=st.integers(5, 120))
 def test_disjoint_halves_converge_both_ways(seed: int, n: int) -> None:
     hist = build_history(ENV, seed, n)
