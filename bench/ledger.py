@@ -103,39 +103,30 @@ def bench_store(env: LedgerEnv, entries: list[Entry]) -> float:
     return seconds
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.ledger", description=__doc__)
-    parser.add_argument("--entries", type=int, default=20_000, help="entries for apply/store")
-    parser.add_argument("--accounts", type=int, default=1_000)
-    parser.add_argument(
-        "--reconcile", type=int, default=100_000, help="entries the replicas differ by"
-    )
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--json", type=Path, default=None, metavar="PATH")
-    args = parser.parse_args()
+Row = tuple[str, str, str]
 
+
+def measure_apply(args: argparse.Namespace, figures: dict[str, float | int]) -> list[Row]:
     env, entries = make_workload(args.entries, args.accounts, args.seed)
     encoded = [encode_entry(e) for e in entries]
     n = len(entries)
-    rows: list[tuple[str, str, str]] = []
-    figures: dict[str, float | int] = {"entries": n, "accounts": args.accounts}
-
+    proof_max = env.config.proof_bytes_max
     t_sig = _timed(
         lambda: [
             env.signatures.verify(e.header.account, e.hash, e.header.signature) for e in entries
         ]
     )
-    t_decode = _timed(lambda: [decode_entry(d, env.config.proof_bytes_max) for d in encoded])
+    t_decode = _timed(lambda: [decode_entry(d, proof_max) for d in encoded])
     t_apply, lattice = bench_apply(env, encoded)
     shuffled = encoded[:]
     random.Random(args.seed).shuffle(shuffled)
     t_shuffled, shuffled_lattice = bench_apply(env, shuffled)
-    assert shuffled_lattice.compute_root() == lattice.compute_root()
+    assert shuffled_lattice.compute_root() == lattice.compute_root(), "order changed the root"
     t_store = bench_store(env, entries)
-    roots = [_timed(lattice.compute_root) for _ in range(5)]
-    t_root = sorted(roots)[2]
-
+    t_root = sorted(_timed(lattice.compute_root) for _ in range(5))[2]
     figures.update(
+        entries=n,
+        accounts=args.accounts,
         entries_per_s=round(n / t_apply),
         entries_shuffled_per_s=round(n / t_shuffled),
         store_entries_per_s=round(n / t_store),
@@ -144,7 +135,7 @@ def main() -> None:
         apply_us=round(t_apply / n * 1e6, 1),
         state_root_s=round(t_root, 4),
     )
-    rows += [
+    return [
         (
             "apply in order (decode+verify+apply)",
             f"{figures['entries_per_s']:,} entries/s",
@@ -165,38 +156,45 @@ def main() -> None:
         ),
     ]
 
+
+def measure_reconcile(args: argparse.Namespace, figures: dict[str, float | int]) -> list[Row]:
+    base = min(10_000, args.entries)
+    env, all_entries = make_workload(base + args.reconcile, args.accounts, args.seed + 1)
+    full = Lattice(env)
+    full.add_many(all_entries, verified=True)
+    full.compute_root()
+    behind = Lattice(env)
+    behind.add_many(all_entries[:base], verified=True)
+    behind.compute_root()
+    start = time.perf_counter()
+    report = pull_from(behind, full)  # decodes and verifies every entry it receives
+    root = behind.compute_root()
+    t_rec = time.perf_counter() - start
+    assert root == full.compute_root(), "replicas did not converge"
+    assert report.added == args.reconcile
+    key = "reconcile_100k_s" if args.reconcile == 100_000 else f"reconcile_{args.reconcile}_s"
+    figures[key] = round(t_rec, 2)
+    figures["reconcile_entries_per_s"] = round(args.reconcile / t_rec)
+    note = f"{figures['reconcile_entries_per_s']:,} entries/s, {report.rounds} rounds"
+    return [(f"reconcile {args.reconcile:,} missing entries", f"{t_rec:.2f} s", note)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.ledger", description=__doc__)
+    parser.add_argument("--entries", type=int, default=20_000, help="entries for apply/store")
+    parser.add_argument("--accounts", type=int, default=1_000)
+    parser.add_argument(
+        "--reconcile", type=int, default=100_000, help="entries the replicas differ by (0: skip)"
+    )
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--json", type=Path, default=None, metavar="PATH")
+    args = parser.parse_args()
+    figures: dict[str, float | int] = {}
+    rows = measure_apply(args, figures)
     if args.reconcile:
-        base = min(10_000, args.entries)
-        env_r, all_entries = make_workload(base + args.reconcile, args.accounts, args.seed + 1)
-        full = Lattice(env_r)
-        full.add_many(all_entries, verified=True)
-        full.compute_root()
-        behind = Lattice(env_r)
-        behind.add_many(all_entries[:base], verified=True)
-        behind.compute_root()
-        report = None
-
-        def reconcile() -> None:
-            nonlocal report
-            report = pull_from(behind, full)
-            behind.compute_root()
-
-        t_rec = _timed(reconcile)
-        assert behind.compute_root() == full.compute_root(), "replicas did not converge"
-        assert report is not None and report.added == args.reconcile
-        key = "reconcile_100k_s" if args.reconcile == 100_000 else f"reconcile_{args.reconcile}_s"
-        figures[key] = round(t_rec, 2)
-        figures["reconcile_entries_per_s"] = round(args.reconcile / t_rec)
-        rows.append(
-            (
-                f"reconcile {args.reconcile:,} missing entries",
-                f"{t_rec:.2f} s",
-                f"{figures['reconcile_entries_per_s']:,} entries/s, {report.rounds} rounds",
-            )
-        )
+        rows += measure_reconcile(args, figures)
     figures["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     rows.append(("peak RSS", f"{figures['peak_rss_mb']} MB", ""))
-
     width = max(len(r[0]) for r in rows)
     print(f"ledger benchmark (pid {os.getpid()}, {os.cpu_count()} cpus)")
     print(f"{'measure':<{width}}  {'result':>22}  note")
