@@ -207,7 +207,7 @@ def plan_parts(index: GraphIndex, layer: Layer, capacity: float) -> list[Part] |
         if room < per_channel:
             continue
         g = min(layer.channels, int(room // per_channel))
-        tiles = math.ceil(out_h / th) if th else 1
+        tiles = math.ceil(_useful_rows(index, layer) / th) if th else 1
         # Each tile also costs a Slice of the input, which often needs a slice of its own.
         count = math.ceil(layer.channels / g) * tiles + (tiles if th else 0)
         key = (count, -th, g)
@@ -223,15 +223,25 @@ def _numel(shape: tuple[int, ...]) -> int:
     return math.prod(shape)
 
 
-def _tile_heights(index: GraphIndex, layer: Layer) -> list[int]:
-    """Candidate tile heights (conv output rows), aligned to the pool stride if the chain pools."""
-    node = index.nodes[layer.node]
-    out_h = index.shapes[node.output[0]].shape[2]
-    align = 1
+def _pool_align(index: GraphIndex, layer: Layer) -> int:
+    """Tiles must hold whole pooling windows: the pool stride (= kernel) if the chain pools."""
     for j in layer.chain:
         if index.nodes[j].op_type in CHAIN_POOLS:
-            align = _ints(index.nodes[j], "strides", [1, 1])[0]
-    heights = list(range(align, out_h, align))  # a tile of every row is no tile (height 0)
+            return _ints(index.nodes[j], "strides", [1, 1])[0]
+    return 1
+
+
+def _useful_rows(index: GraphIndex, layer: Layer) -> int:
+    """Conv output rows that reach the layer output (a pool drops the rows past its last window)."""
+    out_h = index.shapes[index.nodes[layer.node].output[0]].shape[2]
+    align = _pool_align(index, layer)
+    return out_h // align * align
+
+
+def _tile_heights(index: GraphIndex, layer: Layer) -> list[int]:
+    """Candidate tile heights (conv output rows), aligned to the pool stride if the chain pools."""
+    align = _pool_align(index, layer)
+    heights = list(range(align, _useful_rows(index, layer), align))  # all rows = no tiling (0)
     return [0, *sorted(heights, reverse=True)]
 
 
@@ -243,13 +253,41 @@ def _tile_input_height(node: onnx.NodeProto, in_h: int, th: int) -> int:
     return min(in_h, (th - 1) * s + (k - 1) * d + 1)
 
 
+def _reads_input(node: onnx.NodeProto, in_h: int, r0: int, r1: int) -> bool:
+    """Whether conv output rows [r0, r1) read at least one input row (not only padding)."""
+    k = _ints(node, "kernel_shape", [1, 1])[0]
+    s = _ints(node, "strides", [1, 1])[0]
+    d = _ints(node, "dilations", [1, 1])[0]
+    top = _ints(node, "pads", [0, 0, 0, 0])[0]
+    return min(in_h, (r1 - 1) * s - top + (k - 1) * d + 1) > max(0, r0 * s - top)
+
+
+def _merge_padding_tiles(
+    node: onnx.NodeProto, in_h: int, tiles: list[tuple[int, int]]
+) -> list[tuple[int, int]]:
+    """Merge a tile that would read only padding (pads wider than the kernel) into a neighbour."""
+    merged: list[tuple[int, int]] = []
+    for r0, r1 in tiles:
+        if merged and not _reads_input(node, in_h, *merged[-1]):
+            merged[-1] = (merged[-1][0], r1)
+        else:
+            merged.append((r0, r1))
+    while len(merged) > 1 and not _reads_input(node, in_h, *merged[-1]):
+        last = merged.pop()
+        merged[-1] = (merged[-1][0], last[1])
+    return merged
+
+
 def _make_parts(index: GraphIndex, layer: Layer, g: int, th: int) -> list[Part]:
-    node = index.nodes[layer.node]
     groups_count = math.ceil(layer.channels / g)
     bounds = [round(k * layer.channels / groups_count) for k in range(groups_count + 1)]
     if th:
-        out_h = index.shapes[node.output[0]].shape[2]
-        tiles = [(r, min(out_h, r + th)) for r in range(0, out_h, th)]
+        useful = _useful_rows(index, layer)
+        tiles = _merge_padding_tiles(
+            index.nodes[layer.node],
+            index.shapes[index.nodes[layer.node].input[0]].shape[2],
+            [(r, min(useful, r + th)) for r in range(0, useful, th)],
+        )
     else:
         tiles = [(0, 0)]
     return [

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from onnx import helper
 
@@ -140,25 +140,36 @@ def test_opset_9_uses_slice_attributes() -> None:
     assert slices and all(len(n.input) == 1 for n in slices)
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
-    size=st.integers(min_value=6, max_value=20),
+    size=st.integers(min_value=5, max_value=20),
     kernel=st.integers(min_value=1, max_value=5),
     stride=st.integers(min_value=1, max_value=3),
-    pad=st.integers(min_value=0, max_value=2),
+    pad=st.integers(min_value=0, max_value=3),
+    dilation=st.integers(min_value=1, max_value=2),
     cout=st.integers(min_value=1, max_value=6),
     pool=st.booleans(),
     rows_max=st.integers(min_value=1_500, max_value=40_000),
 )
+@example(size=6, kernel=1, stride=1, pad=2, dilation=1, cout=2, pool=False, rows_max=1500)
+@example(size=6, kernel=2, stride=1, pad=0, dilation=1, cout=1, pool=True, rows_max=1500)
 def test_any_conv_geometry_splits_exactly(
-    size: int, kernel: int, stride: int, pad: int, cout: int, pool: bool, rows_max: int
+    size: int,
+    kernel: int,
+    stride: int,
+    pad: int,
+    dilation: int,
+    cout: int,
+    pool: bool,
+    rows_max: int,
 ) -> None:
-    out = (size + 2 * pad - kernel) // stride + 1
-    if out < 2 or kernel > size + 2 * pad:
+    out = (size + 2 * pad - dilation * (kernel - 1) - 1) // stride + 1
+    if out < 2:
         return
     model = conv_stack_model(
-        cin=2, cout=cout, size=size, kernel=kernel, stride=stride, pad=pad, pool=pool
-    )
+        cin=2, cout=cout, size=size, kernel=kernel, stride=stride, pad=pad, dilation=dilation,
+        pool=pool,
+    )  # fmt: skip
     assert_rewrite_is_exact(model, rows_max)
 
 
