@@ -43,6 +43,30 @@ def is_non_negative(state: LedgerState) -> bool:
     return accounts_ok and escrows_ok and state.burned >= 0 and state.supply >= 0
 
 
+def is_escrow_sound(state: LedgerState) -> bool:
+    """No escrow pays or refunds more than it holds: its four parts add up to what was locked."""
+    return all(
+        e.available + e.reserved + e.paid + e.refunded == e.locked for e in state.escrows.values()
+    )
+
+
+def is_award_consistent(state: LedgerState) -> bool:
+    """Each escrow's reservation is exactly the prices of its live (unpaid, unrevoked) awards,
+    and what it paid is exactly the prices of its paid awards."""
+    reserved: dict[tuple[bytes, bytes], int] = {}
+    paid: dict[tuple[bytes, bytes], int] = {}
+    for award in state.awards.values():
+        key = (award.requester, award.job_id)
+        if award.paid:
+            paid[key] = paid.get(key, 0) + award.price
+        elif not award.revoked:
+            reserved[key] = reserved.get(key, 0) + award.price
+    return all(
+        e.reserved == reserved.get(k, 0) and e.paid == paid.get(k, 0)
+        for k, e in state.escrows.items()
+    )
+
+
 def compute_state_array(state: LedgerState) -> list[object]:
     """The canonical plain-value form of the state (what `hash_state` hashes)."""
     accounts = [
@@ -51,7 +75,7 @@ def compute_state_array(state: LedgerState) -> list[object]:
         if a.balance or a.bonded or a.unbonding or a.slashed
     ]
     escrows = [
-        [k[0], k[1], e.bundle_id, e.available, e.reserved, e.paid, e.refunded]
+        [k[0], k[1], e.bundle_id, e.locked, e.available, e.reserved, e.paid, e.refunded]
         for k, e in sorted(state.escrows.items())
     ]
     awards = [
@@ -89,8 +113,8 @@ def state_from_array(array: list[object]) -> LedgerState:
     state = LedgerState(supply=supply, burned=burned)  # type: ignore[arg-type]
     for k, balance, bonded, unbonding, slashed in accounts_a:  # type: ignore[attr-defined]
         state.accounts[k] = AccountState(balance, bonded, [(a, m) for a, m in unbonding], slashed)
-    for requester, job, bundle, available, reserved, paid, refunded in escrows_a:  # type: ignore[attr-defined]
-        state.escrows[(requester, job)] = EscrowState(bundle, available, reserved, paid, refunded)
+    for requester, job, *fields in escrows_a:  # type: ignore[attr-defined]
+        state.escrows[(requester, job)] = EscrowState(*fields)
     for k, *fields in awards_a:  # type: ignore[attr-defined]
         award = state.awards[k] = AwardState(*fields)
         slot = (award.requester, award.job_id, award.slice_index)

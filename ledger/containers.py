@@ -218,7 +218,10 @@ class AccountState:
 
 @dataclass(slots=True)
 class EscrowState:
+    """Invariant: available + reserved + paid + refunded == locked (never pays more)."""
+
     bundle_id: bytes
+    locked: int  # what the requester escrowed
     available: int  # free to award or refund
     reserved: int = 0  # promised to current awards
     paid: int = 0

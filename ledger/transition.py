@@ -104,7 +104,9 @@ def process_escrow(state: LedgerState, entry: Entry, op: Escrow) -> None:
     # The fee comes from the balance.
     require(acct.balance >= op.amount, Reason.INSUFFICIENT_BALANCE)
     acct.balance -= op.amount
-    state.escrows[(requester, op.job_id)] = EscrowState(op.bundle_id, available=op.amount)
+    state.escrows[(requester, op.job_id)] = EscrowState(
+        op.bundle_id, locked=op.amount, available=op.amount
+    )
 
 
 def process_award(state: LedgerState, entry: Entry, op: Award, env: LedgerEnv) -> None:
@@ -247,7 +249,7 @@ def copy_state(state: LedgerState) -> LedgerState:
             for k, a in state.accounts.items()
         },
         escrows={
-            k: EscrowState(e.bundle_id, e.available, e.reserved, e.paid, e.refunded)
+            k: EscrowState(e.bundle_id, e.locked, e.available, e.reserved, e.paid, e.refunded)
             for k, e in state.escrows.items()
         },
         awards={

@@ -11,7 +11,13 @@ from typing import Any
 
 import pytest
 
-from ledger.accessors import hash_state, is_conserved, is_non_negative
+from ledger.accessors import (
+    hash_state,
+    is_award_consistent,
+    is_conserved,
+    is_escrow_sound,
+    is_non_negative,
+)
 from ledger.containers import Entry, LedgerState
 from ledger.errors import InvalidTransition, Reason
 from ledger.transition import copy_state, state_transition
@@ -52,6 +58,7 @@ def run_transition(
         # The transition is pure: the pre-state is untouched.
         assert hash_state(pre) == before
         assert is_conserved(post) and is_non_negative(post)
+        assert is_escrow_sound(post) and is_award_consistent(post)
         yield "post", post
         return post
     with pytest.raises(InvalidTransition) as info:

@@ -7,8 +7,14 @@ import random
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ledger.accessors import hash_state, is_conserved, is_non_negative
-from ledger.containers import Slash
+from ledger.accessors import (
+    hash_state,
+    is_award_consistent,
+    is_conserved,
+    is_escrow_sound,
+    is_non_negative,
+)
+from ledger.containers import Claim, Slash
 from ledger.encoding import decode_entry, encode_entry
 from ledger.errors import InvalidTransition, Reason
 from ledger.lattice import EntryStatus, Lattice
@@ -60,9 +66,16 @@ def test_invariants_hold_after_every_entry(seed: int, n: int) -> None:
         state = lattice.state
         assert is_conserved(state), "balances + stakes + escrow + burned == supply"
         assert is_non_negative(state)
-    # Each escrow paid out at most what it held; each award paid at most once (a bool).
-    for escrow in lattice.state.escrows.values():
-        assert escrow.paid + escrow.refunded + escrow.available + escrow.reserved >= escrow.paid
+        assert is_escrow_sound(state), "an escrow never pays more than it holds"
+        assert is_award_consistent(state)
+    # An award is paid at most once: exactly one applied claim per paid award, none otherwise.
+    claims: dict[bytes, int] = {}
+    for entry in hist.entries:
+        if isinstance(entry.op, Claim) and lattice.get_status(entry.hash)[0] is EntryStatus.APPLIED:
+            ref = entry.op.statement.statement.award_ref
+            claims[ref] = claims.get(ref, 0) + 1
+    paid = {ref for ref, award in lattice.state.awards.items() if award.paid}
+    assert set(claims) == paid and all(count == 1 for count in claims.values())
 
 
 @settings(max_examples=150, deadline=None)
