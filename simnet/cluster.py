@@ -1,0 +1,394 @@
+"""`dsperse-node simnet`: dozens of real node processes on loopback, real proofs, faults, a report.
+
+Phases (each with a timeout; a failed check is reported, never hidden):
+1. init      one data dir per node (identity key + config) under the work dir;
+2. start     node 0, then every other node bootstrapping from it (real py-libp2p, Noise, gossipsub);
+3. mesh      every node has heard a signed capacity advert from every other node;
+4. faults    seeded crash faults: a node is SIGKILLed, restarted on the same data dir, and must come
+             back with the same peer id and be heard by everyone again;
+5. ledger    every node's replica (a real SQLite file in its data dir) receives the same signed
+             entries in its own seeded order, with duplicates; all state roots must agree, and
+             they must survive a reopen;
+6. report    nodes stopped with SIGTERM (clean exit expected), figures printed and written as JSON.
+Meanwhile a real-EZKL proving workload (simnet.proving) slices a shipped model and proves and
+verifies every slice and the linkage of the chain. The live dashboard is node.dashboard.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.live import Live
+
+from node.dashboard import LedgerRow, NodeRow, SliceRow, Snapshot, render
+from simnet.procs import NodeProcess, init_data_dir
+from simnet.proving import ProvingResult, run_proving
+from slicing.types import Budget
+
+POLL_S = 0.5
+EVENTS_MAX = 200
+
+
+@dataclass(frozen=True)
+class SimnetOptions:
+    nodes: int = 6
+    seed: int = 1
+    workdir: Path = Path("out/simnet")
+    model: str = "digits"
+    max_logrows: int = 15
+    kills: int = 1
+    advert_interval_s: float = 1.0
+    start_timeout_s: float = 60.0
+    mesh_timeout_s: float = 120.0
+    prove: bool = True
+    prove_timeout_s: float = 1800.0
+    ledger_entries: int = 200
+    dashboard: bool = True
+    keep: bool = False  # keep node data dirs from an earlier run (same identities)
+
+
+@dataclass
+class Check:
+    name: str
+    ok: bool
+    detail: str = ""
+
+
+@dataclass
+class SimnetReport:
+    seed: int
+    nodes: int
+    checks: list[Check] = field(default_factory=list)
+    figures: dict[str, Any] = field(default_factory=dict)
+    proving: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return all(c.ok for c in self.checks)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "seed": self.seed,
+            "nodes": self.nodes,
+            "checks": [asdict(c) for c in self.checks],
+            "figures": self.figures,
+            "proving": self.proving,
+        }
+
+
+class Simnet:
+    """Supervises the node processes, the workloads and the dashboard."""
+
+    def __init__(self, options: SimnetOptions, console: Console | None = None) -> None:
+        self.o = options
+        self.rng = random.Random(options.seed)
+        self.console = console or Console()
+        self.started = time.monotonic()
+        self.phase = "init"
+        self.events: deque[str] = deque(maxlen=EVENTS_MAX)
+        self.nodes: list[NodeProcess] = []
+        self.slices: dict[int, SliceRow] = {}
+        self.ledger_rows: list[LedgerRow] = []
+        self.report = SimnetReport(seed=options.seed, nodes=options.nodes)
+        self._status: dict[str, dict[str, Any]] = {}
+        self._lock = threading.Lock()
+        self._live: Live | None = None
+        self._proving: ProvingResult | None = None
+        self._proving_done = threading.Event()
+
+    # -- plumbing -----------------------------------------------------------------------------
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+    def event(self, text: str) -> None:
+        with self._lock:
+            self.events.append(f"{self.elapsed():7.1f}s  {text}")
+        if self._live is None and not self.o.dashboard:
+            self.console.print(f"[dim]{self.elapsed():7.1f}s[/dim]  {text}")
+
+    def check(self, name: str, ok: bool, detail: str = "") -> bool:
+        self.report.checks.append(Check(name, ok, detail))
+        self.event(f"check {name}: {'ok' if ok else 'FAILED'} {detail}".rstrip())
+        return ok
+
+    def on_slice(self, index: int, state: str, figures: dict[str, Any]) -> None:
+        with self._lock:
+            old = self.slices.get(index, SliceRow(index, state))
+            self.slices[index] = SliceRow(
+                index=index,
+                state=state,
+                logrows=int(figures.get("logrows") or old.logrows),
+                rows=int(figures.get("rows") or old.rows),
+                prover="supervisor" if state in ("proving", "verified", "failed") else "",
+                prove_s=float(figures.get("prove_s") or old.prove_s),
+                peak_rss_mb=float(figures.get("peak_rss_mb") or old.peak_rss_mb),
+                proof_bytes=int(figures.get("proof_bytes") or old.proof_bytes),
+                note=str(figures.get("note") or old.note)[:40],
+            )
+        if state in ("verified", "failed"):
+            self.event(f"slice {index} {state}")
+
+    def snapshot(self) -> Snapshot:
+        rows = []
+        for n in self.nodes:
+            st = self._status.get(n.name, {})
+            transport = st.get("transport", {})
+            node = st.get("node", {})
+            msgs_in = transport.get("messages_in", {})
+            rows.append(
+                NodeRow(
+                    name=n.name,
+                    peer_id=n.peer_id,
+                    state=n.state,
+                    peers=int(transport.get("peers_count", 0)),
+                    adverts_seen=len(st.get("providers", {})),
+                    msgs_in=sum(sum(v.values()) for v in msgs_in.values()),
+                    msgs_out=sum(transport.get("messages_out", {}).values()),
+                    rejected=sum(v.get("reject", 0) for v in msgs_in.values()),
+                    rss_mb=n.rss_mb(),
+                    restarts=n.restarts,
+                )
+            )
+            del node
+        with self._lock:
+            slices = tuple(self.slices[i] for i in sorted(self.slices))
+            events = tuple(self.events)
+        figures = tuple((k, str(v)) for k, v in self.report.figures.items())
+        return Snapshot(
+            title="dsperse simnet",
+            phase=self.phase,
+            elapsed_s=self.elapsed(),
+            seed=self.o.seed,
+            nodes=tuple(rows),
+            slices=slices,
+            ledger=tuple(self.ledger_rows),
+            events=events,
+            figures=figures,
+        )
+
+    def refresh(self) -> None:
+        for n in self.nodes:
+            st = n.status()
+            if st is not None:
+                self._status[n.name] = st
+            elif n.name in self._status and not n.is_running():
+                del self._status[n.name]
+        if self._live is not None:
+            self._live.update(render(self.snapshot()), refresh=True)
+
+    def wait_until(self, condition: Callable[[], bool], timeout_s: float) -> bool:
+        """Poll node statuses (and redraw) until `condition()` holds or the timeout passes."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            self.refresh()
+            if condition():
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            self._proving_done.wait(POLL_S)  # a bounded pause between polls, not a sync point
+
+    def heard(self, listener: NodeProcess, speaker: NodeProcess, since_ms: int = 0) -> bool:
+        providers = self._status.get(listener.name, {}).get("providers", {})
+        seen = providers.get(speaker.peer_id)
+        return seen is not None and int(seen.get("seen_ms", 0)) >= since_ms
+
+    def everyone_hears(self, speakers: list[NodeProcess], since_ms: int = 0) -> bool:
+        return all(
+            self.heard(listener, speaker, since_ms)
+            for listener in self.nodes
+            for speaker in speakers
+            if listener is not speaker
+        )
+
+    # -- phases -------------------------------------------------------------------------------
+
+    def phase_init(self) -> None:
+        self.phase = "init"
+        if self.o.workdir.exists() and not self.o.keep:
+            for old in self.o.workdir.glob("node-*"):
+                shutil.rmtree(old)
+        self.o.workdir.mkdir(parents=True, exist_ok=True)
+        for i in range(self.o.nodes):
+            data_dir = self.o.workdir / f"node-{i:02d}"
+            identity = init_data_dir(data_dir)
+            node = NodeProcess(f"n{i:02d}", data_dir, self.o.advert_interval_s)
+            node.peer_id = identity.peer_id
+            self.nodes.append(node)
+        self.event(f"initialised {self.o.nodes} data dirs under {self.o.workdir}")
+
+    def phase_start(self) -> bool:
+        self.phase = "start"
+        t0 = time.monotonic()
+        first = self.nodes[0]
+        first.start([])
+        if not self.check("bootstrap_node_up", first.wait_ready(self.o.start_timeout_s)):
+            return False
+        bootstrap = [first.bootstrap_addr()]
+        self.event(f"{first.name} listening on {bootstrap[0]}")
+        for node in self.nodes[1:]:
+            node.start(bootstrap)
+        up = [node.wait_ready(self.o.start_timeout_s) for node in self.nodes[1:]]
+        self.report.figures["start_all_s"] = round(time.monotonic() - t0, 2)
+        down = [n.name for n, ok in zip(self.nodes[1:], up, strict=True) if not ok]
+        return self.check("all_nodes_up", not down, f"down: {down}" if down else "")
+
+    def phase_mesh(self) -> bool:
+        self.phase = "mesh"
+        t0 = time.monotonic()
+        ok = self.wait_until(lambda: self.everyone_hears(self.nodes), self.o.mesh_timeout_s)
+        self.report.figures["mesh_all_adverts_s"] = round(time.monotonic() - t0, 2)
+        pairs = sum(self.heard(a, b) for a in self.nodes for b in self.nodes if a is not b)
+        total = self.o.nodes * (self.o.nodes - 1)
+        return self.check("every_node_hears_every_advert", ok, f"{pairs}/{total} pairs")
+
+    def phase_faults(self) -> bool:
+        self.phase = "faults"
+        ok = True
+        for k in range(self.o.kills):
+            victim = self.rng.choice(self.nodes[1:]) if self.o.nodes > 1 else self.nodes[0]
+            peer_before = victim.peer_id
+            victim.kill()
+            self.event(f"fault {k}: SIGKILL {victim.name} ({peer_before[-8:]})")
+            self.refresh()
+            killed_ms = int(time.time() * 1000)
+            t0 = time.monotonic()
+            victim.restarts += 1
+            victim.state = "restarting"
+            victim.start([self.nodes[0].bootstrap_addr()] if victim is not self.nodes[0] else [])
+            up = victim.wait_ready(self.o.start_timeout_s)
+            same = victim.peer_id == peer_before
+            ok &= self.check(f"restart_{k}_same_peer_id", up and same, victim.peer_id[-8:])
+            back = up and self.wait_until(
+                _hears_again(self, victim, killed_ms), self.o.mesh_timeout_s
+            )
+            self.report.figures[f"rejoin_{k}_s"] = round(time.monotonic() - t0, 2)
+            ok &= self.check(f"restart_{k}_heard_by_all", back)
+        return ok
+
+    def phase_ledger(self) -> bool:
+        self.phase = "ledger"
+        from simnet.ledger_workload import run_ledger_workload
+
+        result = run_ledger_workload(
+            [n.data_dir for n in self.nodes], self.rng.randrange(2**32), self.o.ledger_entries
+        )
+        self.ledger_rows = [
+            LedgerRow(n.name, root.hex(), entries=count, supply_ok=supply_ok)
+            for n, (root, count, supply_ok) in zip(self.nodes, result.replicas, strict=True)
+        ]
+        self.report.figures["ledger_entries"] = result.entries
+        self.report.figures["ledger_apply_s_max"] = round(result.apply_s_max, 3)
+        roots = {root for root, _, _ in result.replicas}
+        ok = self.check("ledger_roots_agree", len(roots) == 1, f"{len(roots)} distinct root(s)")
+        ok &= self.check("ledger_supply_conserved", all(s for _, _, s in result.replicas))
+        ok &= self.check(
+            "ledger_fork_slashed_once",
+            result.cheat_slashed and result.offences == 1,
+            f"{result.offences} offence(s)",
+        )
+        ok &= self.check("ledger_honest_never_slashed", result.honest_slashed == 0)
+        return self.check("ledger_survives_reopen", result.reopen_ok) and ok
+
+    def start_proving(self) -> threading.Thread:
+        def work() -> None:
+            try:
+                budget = Budget(max_logrows=self.o.max_logrows)
+                self._proving = run_proving(self.o.model, self.o.workdir, budget, self.on_slice)
+            finally:
+                self._proving_done.set()
+
+        thread = threading.Thread(target=work, name="proving", daemon=True)
+        thread.start()
+        self.event(
+            f"proving workload started: model {self.o.model}, max logrows {self.o.max_logrows}"
+        )
+        return thread
+
+    def finish_proving(self) -> bool:
+        self.phase = "proving"
+        done = self.wait_until(self._proving_done.is_set, self.o.prove_timeout_s)
+        result = self._proving
+        if not done or result is None:
+            return self.check("proofs_verified", False, "timed out")
+        self.report.proving = asdict(result)
+        self.report.figures["proof_slices"] = result.slices
+        self.report.figures["prove_s_total"] = round(result.prove_s_total, 2)
+        self.report.figures["prove_peak_rss_mb_max"] = round(result.peak_rss_mb_max, 1)
+        detail = result.error or f"{result.slices} slices, linkage {result.linkage}"
+        ok = self.check("every_slice_proven", result.proven_fraction == 1.0, detail)
+        return self.check("chain_verified", result.chain_verified, detail) and ok
+
+    def phase_stop(self) -> bool:
+        self.phase = "stop"
+        codes = {n.name: n.stop() for n in self.nodes}
+        bad = {k: v for k, v in codes.items() if v != 0}
+        return self.check("clean_shutdown", not bad, f"exit codes {bad}" if bad else "")
+
+    # -- the run ------------------------------------------------------------------------------
+
+    def run(self) -> SimnetReport:
+        live = Live(console=self.console, auto_refresh=False) if self.o.dashboard else None
+        try:
+            if live is not None:
+                live.start()
+                self._live = live
+            self.phase_init()
+            proving = self.start_proving() if self.o.prove else None
+            if self.phase_start() and self.phase_mesh():
+                self.phase_faults()
+            self.phase_ledger()
+            if proving is not None:
+                self.finish_proving()
+            self.phase = "report"
+            self.refresh()
+        finally:
+            self.phase_stop()
+            self.refresh()
+            if live is not None:
+                live.stop()
+                self._live = None
+            for n in self.nodes:
+                if n.is_running():
+                    n.kill()
+        return self.report
+
+
+def _hears_again(sim: Simnet, victim: NodeProcess, since_ms: int) -> Callable[[], bool]:
+    return lambda: sim.everyone_hears([victim], since_ms)
+
+
+def print_report(report: SimnetReport, console: Console) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"simnet report (seed {report.seed}, {report.nodes} nodes)")
+    table.add_column("check")
+    table.add_column("result")
+    table.add_column("detail")
+    for c in report.checks:
+        table.add_row(c.name, "[green]ok[/]" if c.ok else "[red]FAILED[/]", c.detail)
+    console.print(table)
+    figures = Table(title="figures", show_header=False)
+    figures.add_column("figure")
+    figures.add_column("value", justify="right")
+    for k, v in report.figures.items():
+        figures.add_row(k, str(v))
+    console.print(figures)
+    verdict = "[green]PASSED[/]" if report.ok else "[red]FAILED[/]"
+    console.print(f"simnet {verdict} seed={report.seed}")
+
+
+def write_report(report: SimnetReport, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report.to_json(), indent=2, default=str))

@@ -1,0 +1,178 @@
+"""Real node processes for the simnet: start, read their announced addresses, poll, kill, restart.
+
+Each node is `python -m simnet run --data-dir D ...` (the same code path as `dsperse-node run`).
+Its stdout header (peer id, listen multiaddrs, control URL) is read by a thread; its stderr (JSON
+log lines) goes to `<data dir>/node.log`. Every wait has a timeout; nothing here sleeps to
+synchronise except the status poll interval of the caller.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from node.config import DEFAULT_CONFIG_TOML
+from node.identity import KEY_FILE_NAME, NodeIdentity, save_identity
+
+STATUS_TIMEOUT_S = 2.0
+STOP_TIMEOUT_S = 15.0
+STATUS_BYTES_MAX = 4 << 20
+
+
+def init_data_dir(data_dir: Path) -> NodeIdentity:
+    """Create a node data dir (key + config) like `dsperse-node init`, or reuse an existing one."""
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    key_path = data_dir / KEY_FILE_NAME
+    if key_path.exists():
+        from node.identity import load_identity
+
+        return load_identity(key_path)
+    identity = NodeIdentity.generate()
+    save_identity(identity, key_path)
+    (data_dir / "config.toml").write_text(DEFAULT_CONFIG_TOML, encoding="utf-8")
+    return identity
+
+
+@dataclass
+class NodeProcess:
+    """One `dsperse-node run` child process and what it announced."""
+
+    name: str
+    data_dir: Path
+    advert_interval_s: float = 1.0
+    peer_id: str = ""
+    listen_addrs: list[str] = field(default_factory=list)
+    control_url: str = ""
+    restarts: int = 0
+    state: str = "down"
+    popen: subprocess.Popen[str] | None = None
+    _ready: threading.Event = field(default_factory=threading.Event)
+    _log_file: TextIO | None = None
+
+    def start(self, bootstrap: list[str]) -> None:
+        """Spawn the node; `wait_ready` tells when it has printed its addresses."""
+        if self.popen is not None and self.popen.poll() is None:
+            raise RuntimeError(f"{self.name} is already running")  # programmer error
+        self._ready = threading.Event()
+        self.listen_addrs = []
+        self.control_url = ""
+        argv = [
+            sys.executable,
+            "-m",
+            "simnet",
+            "run",
+            "--data-dir",
+            str(self.data_dir),
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+            "--control-listen",
+            "127.0.0.1:0",
+            "--advert-interval",
+            str(self.advert_interval_s),
+            "--log-format",
+            "json",
+        ]
+        for addr in bootstrap:
+            argv += ["--bootstrap", addr]
+        self._log_file = open(self.data_dir / "node.log", "a", encoding="utf-8")  # noqa: SIM115
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        self.popen = subprocess.Popen(
+            argv,
+            stdout=subprocess.PIPE,
+            stderr=self._log_file,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            env=env,
+        )
+        self.state = "starting"
+        threading.Thread(target=self._read_header, args=(self.popen,), daemon=True).start()
+
+    def _read_header(self, popen: subprocess.Popen[str]) -> None:
+        assert popen.stdout is not None
+        for line in popen.stdout:
+            key, _, value = line.partition(":")
+            value = value.strip()
+            if key == "peer id":
+                self.peer_id = value
+            elif key == "listening":
+                self.listen_addrs.append(value)
+            elif key == "control":
+                self.control_url = value
+                self._ready.set()
+        self._ready.set()  # EOF: the process ended; wait_ready sees it is not running
+
+    def wait_ready(self, timeout_s: float) -> bool:
+        """True once the node printed its control URL; False on timeout or early exit."""
+        ok = self._ready.wait(timeout_s) and self.is_running() and bool(self.control_url)
+        self.state = "up" if ok else "down"
+        return ok
+
+    def is_running(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    def bootstrap_addr(self) -> str:
+        loopback = [a for a in self.listen_addrs if a.startswith("/ip4/127.")]
+        return (loopback or self.listen_addrs)[0]
+
+    def status(self) -> dict[str, Any] | None:
+        """The node's control API `/status`, or None if it does not answer in time."""
+        if not self.control_url or not self.is_running():
+            return None
+        try:
+            with urllib.request.urlopen(self.control_url, timeout=STATUS_TIMEOUT_S) as reply:
+                doc: dict[str, Any] = json.loads(reply.read(STATUS_BYTES_MAX))
+                return doc
+        except (urllib.error.URLError, OSError, ValueError):
+            return None
+
+    def rss_mb(self) -> float:
+        if not self.is_running() or self.popen is None:
+            return 0.0
+        try:
+            text = Path(f"/proc/{self.popen.pid}/status").read_text()
+        except OSError:
+            return 0.0
+        for line in text.splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        return 0.0
+
+    def kill(self) -> None:
+        """SIGKILL: no chance to flush or say goodbye (the crash fault)."""
+        if self.popen is not None and self.is_running():
+            self.popen.send_signal(signal.SIGKILL)
+            self.popen.wait(timeout=STOP_TIMEOUT_S)
+        self.state = "killed"
+        self._close_log()
+
+    def stop(self) -> int | None:
+        """SIGTERM and wait; SIGKILL if it does not stop in time. The exit code (None if killed)."""
+        if self.popen is None:
+            return None
+        if self.is_running():
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(timeout=STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait(timeout=STOP_TIMEOUT_S)
+                self.state = "killed"
+                self._close_log()
+                return None
+        self.state = "down"
+        self._close_log()
+        return self.popen.returncode
+
+    def _close_log(self) -> None:
+        if self._log_file is not None:
+            self._log_file.close()
+            self._log_file = None
