@@ -41,13 +41,22 @@ CREATE TABLE IF NOT EXISTS entries (
 
 
 def _connect(path: Path) -> sqlite3.Connection:
+    if not path.parent.is_dir():
+        raise StoreError(f"cannot open {path}: {path.parent} is not a directory")
     try:
         conn = sqlite3.connect(path, isolation_level=None, timeout=10.0)
+    except sqlite3.OperationalError as exc:
+        raise StoreError(f"cannot open {path}: {exc}") from None
+    try:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")
-        return conn
+    except sqlite3.OperationalError as exc:
+        conn.close()
+        raise StoreError(f"cannot use {path}: {exc}") from None
     except sqlite3.DatabaseError as exc:
+        conn.close()
         raise StoreCorrupted(f"{path}: not a readable ledger database ({exc})") from None
+    return conn
 
 
 def _meta(conn: sqlite3.Connection, key: str) -> bytes | int | None:
@@ -106,7 +115,11 @@ class LedgerStore:
         conn = self._conn
         if conn.execute("PRAGMA quick_check").fetchone()[0] != "ok":
             raise StoreCorrupted(f"{self.path}: SQLite quick_check failed")
-        conn.executescript(_SCHEMA)
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if not {"meta", "entries"} <= tables:
+            if tables:
+                raise StoreCorrupted(f"{self.path}: is not a ledger database (tables {tables})")
+            conn.executescript(_SCHEMA)
         stored = _meta(conn, "config")
         if stored is None:
             with conn:

@@ -205,3 +205,18 @@ def test_build_entry_for_unknown_chain_is_pending(tmp_path: Path) -> None:
     entry = build_entry(identity("z"), 3, b"\x05" * 32, 9, Transfer(identity("y").public_key, 1))
     with LedgerStore.open(tmp_path / "l.sqlite", ENV) as store:
         assert store.add(entry).status.value == "pending"
+
+
+def test_unopenable_path(tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match="not a directory"):
+        LedgerStore.open(tmp_path / "missing-dir" / "ledger.sqlite", ENV)
+    (tmp_path / "dir.sqlite").mkdir()
+    with pytest.raises(StoreError):
+        LedgerStore.open(tmp_path / "dir.sqlite", ENV)
+
+
+def test_foreign_sqlite_database(tmp_path: Path) -> None:
+    path = tmp_path / "other.sqlite"
+    sql(path, "CREATE TABLE t (x)")
+    with pytest.raises(StoreCorrupted, match="not a ledger database"):
+        LedgerStore.open(path, ENV)
