@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import os
 import random
+import select
 import signal
 import sqlite3
 import subprocess
 import sys
 from pathlib import Path
+from typing import IO
 
 import pytest
 
@@ -167,6 +169,21 @@ def test_truncated_database(tmp_path: Path) -> None:
         LedgerStore.open(path, ENV)
 
 
+ACK_TIMEOUT_S = 30.0
+
+
+def read_ack(stream: IO[bytes], timeout_s: float) -> str:
+    """The writer's next acknowledgement line; waits on the pipe (never sleeps), bounded."""
+    line = b""
+    while not line.endswith(b"\n"):
+        ready, _, _ = select.select([stream], [], [], timeout_s)
+        assert ready, f"no acknowledgement from the writer within {timeout_s} s"
+        byte = stream.read(1)
+        assert byte, "writer exited early"
+        line += byte
+    return line.decode().strip()
+
+
 @pytest.mark.slow
 def test_entries_are_durable_across_sigkill(tmp_path: Path) -> None:
     """A writer process acks each entry after `add` returns; we SIGKILL it after a random number
@@ -179,15 +196,14 @@ def test_entries_are_durable_across_sigkill(tmp_path: Path) -> None:
         proc = subprocess.Popen(
             [sys.executable, "-m", "tests.ledger.writer_proc", str(path)],
             stdout=subprocess.PIPE,
+            bufsize=0,  # unbuffered, so select() sees exactly what is unread
             cwd=ROOT,
             env=env,
         )
         try:
             assert proc.stdout is not None
             for _ in range(rng.randrange(1, 40)):
-                line = proc.stdout.readline()  # blocks until the next ack (no sleeping)
-                assert line, "writer exited early"
-                acked.append(bytes.fromhex(line.decode().strip()))
+                acked.append(bytes.fromhex(read_ack(proc.stdout, ACK_TIMEOUT_S)))
             proc.send_signal(signal.SIGKILL)
         finally:
             proc.kill()
