@@ -123,6 +123,9 @@ class BuildOptions:
     srs_file: Path | None = None
     circuits: bool = True
     exact_cost: bool = False
+    # Filled by the build: per-slice calibrate/compile/setup figures (not part of the manifest,
+    # which holds only what identifies the bundle).
+    stats: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _tensor_entry(t: TensorInfo, scale: int | None) -> dict[str, Any]:
@@ -344,6 +347,46 @@ def witness_slice(
         }
         value: dict[str, Any] = run_job("witness", args, timeout_s=BUILD_TIMEOUT_S).value
     return value
+
+
+def witness_chain_many(
+    bundle: Bundle, inputs: Sequence[Mapping[str, np.ndarray]]
+) -> list[dict[str, list[float]]]:
+    """The quantised chain (what proofs attest, without proving) on many inputs: model outputs.
+
+    One worker per provable slice runs every input; unproven slices run in onnxruntime."""
+    from slicing.runner import run_slice
+
+    values = [
+        {n: np.asarray(v, dtype=np.float64).ravel().tolist() for n, v in x.items()} for x in inputs
+    ]
+    for entry in bundle.slices:
+        i = entry["index"]
+        out_names = [t["name"] for t in entry["outputs"]]
+        if entry["proven"]:
+            with tempfile.TemporaryDirectory(prefix="dsperse-witness-") as tmp:
+                datas = []
+                for k, vals in enumerate(values):
+                    datas.append(str(Path(tmp, f"in-{k}.json")))
+                    write_input_data(Path(datas[-1]), bundle, i, vals)
+                args = {
+                    "compiled": str(bundle.get_path(i, "model.compiled")),
+                    "datas": datas,
+                    "work_dir": tmp,
+                }
+                timeout_s = BUILD_TIMEOUT_S + len(datas)
+                results = run_job("witness_many", args, timeout_s=timeout_s).value
+        else:
+            spec = get_slice_spec(bundle, i)
+            results = []
+            for vals in values:
+                feeds = {t.name: _unflatten(bundle, t.name, vals[t.name]) for t in spec.inputs}
+                got = run_slice(spec, feeds)
+                results.append([np.asarray(got[n]).ravel().tolist() for n in out_names])
+        for vals, outs in zip(values, results, strict=True):
+            vals.update(zip(out_names, outs, strict=True))
+    names = [t["name"] for t in bundle.manifest["model"]["outputs"]]
+    return [{n: vals[n] for n in names} for vals in values]
 
 
 def verify_slice(bundle: Bundle, index: int, proof: bytes, cache_dir: Path) -> bool:

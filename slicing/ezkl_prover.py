@@ -130,6 +130,17 @@ def witness(compiled: str, data: str, witness_out: str) -> dict[str, Any]:
     return view
 
 
+def witness_many(compiled: str, datas: list[str], work_dir: str) -> list[list[list[float]]]:
+    """Rescaled outputs of the quantised circuit on many input files (one process for all)."""
+    out = []
+    for i, data in enumerate(datas):
+        path = Path(work_dir, f"witness-{i}.json")
+        ezkl.gen_witness(data, compiled, str(path))
+        out.append(_witness_view(json.loads(path.read_text()))["rescaled_outputs"])
+        path.unlink()
+    return out
+
+
 def verify(proof: str, settings: str, vk: str, srs: str) -> dict[str, Any]:
     """Check one proof; an invalid proof is a result (False with the reason), not an error."""
     t0 = time.perf_counter()
@@ -172,6 +183,7 @@ OPS: dict[str, Callable[..., Any]] = {
     "gen_srs": gen_srs,
     "setup": setup,
     "witness": witness,
+    "witness_many": witness_many,
     "prove": prove,
     "verify": verify,
 }
