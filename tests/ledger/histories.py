@@ -9,6 +9,7 @@ the newest height (concurrent entries), so arrival order and canonical order dif
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from dataclasses import dataclass, field
 
@@ -32,6 +33,7 @@ from ledger.containers import (
     Withdraw,
 )
 from ledger.env import LedgerEnv
+from ledger.errors import Reason
 from ledger.verify import compute_offence
 from tests.ledger.helpers import World, award_record, h32, identity
 
@@ -46,6 +48,7 @@ class History:
     entries: list[Entry] = field(default_factory=list)
     offences: dict[bytes, int] = field(default_factory=dict)  # offence id -> reports made
     awards: list[Entry] = field(default_factory=list)
+    framing: list[tuple[Entry, Reason]] = field(default_factory=list)  # must be refused
 
     @property
     def env(self) -> LedgerEnv:
@@ -111,7 +114,9 @@ def build_history(env: LedgerEnv, seed: int, steps: int) -> History:
                 misbehave(hist, rng, prover, award, report)
             else:
                 statement, proof = w.statement(prover, award)
-                emit(prover, Claim(statement, proof), observe=True)
+                claim = emit(prover, Claim(statement, proof), observe=True)
+                if prover in HONEST:
+                    frame(hist, rng, rng.choice(BYZANTINE), award, claim)
         elif kind == 9 and jobs:
             requester, job = rng.choice(jobs)
             emit(requester, Refund(job))
@@ -136,6 +141,34 @@ def misbehave(hist: History, rng: random.Random, prover: str, award: Entry, repo
         tampered, _ = w.statement(prover, award, input_commitment=h32("tampered"))
         evidence = LinkageEvidence(record, tampered)
     report(evidence)  # type: ignore[operator]
+
+
+def frame(hist: History, rng: random.Random, liar: str, award: Entry, claim: Entry) -> None:
+    """A byzantine reporter tries to slash an honest prover with doctored evidence."""
+    w = hist.world
+    assert isinstance(claim.op, Claim)
+    honest = claim.op.statement
+    record = award_record(award)
+    choice = rng.randrange(4)
+    if choice == 0:  # a "fork": the honest claim's header and a doctored copy
+        forged = dataclasses.replace(claim.header, height=claim.header.height + 1)
+        evidence: Evidence = ForkEvidence(claim.header, forged)
+        reason = Reason.EVIDENCE_BAD_SIGNATURE
+    elif choice == 1:  # "equivocation": the honest statement and a doctored copy
+        other = dataclasses.replace(
+            honest, statement=dataclasses.replace(honest.statement, output_commitment=h32("x"))
+        )
+        evidence = EquivocationEvidence(record, honest, other)
+        reason = Reason.EVIDENCE_BAD_SIGNATURE
+    elif choice == 2:  # "invalid proof": the honest statement with other proof bytes
+        evidence = InvalidProofEvidence(record, honest, b"not the proof it signed")
+        reason = Reason.PROOF_HASH_MISMATCH
+    else:  # "linkage": the honest statement matches its award
+        evidence = LinkageEvidence(record, honest)
+        reason = Reason.EVIDENCE_COMMITMENT_MATCHES
+    writer = w.writer(liar)
+    entry = build_entry(identity(liar), writer.seq, writer.head, writer.height + 1, Slash(evidence))
+    hist.framing.append((entry, reason))
 
 
 def fork_chain(hist: History, rng: random.Random, name: str, report: object) -> None:

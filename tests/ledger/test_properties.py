@@ -130,3 +130,46 @@ def test_every_tampered_entry_is_rejected_with_a_reason(
             raise AssertionError(f"tampered entry accepted (byte {i})")
         assert lattice.compute_root() == root
     assert hash_state(lattice.state) == hash_state(build(SIGNED_ENV, hist.entries).state)
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=seeds, n=steps)
+def test_doctored_evidence_against_honest_provers_is_refused(seed: int, n: int) -> None:
+    hist = build_history(FAST_ENV, seed, n)
+    env = SIGNED_ENV  # forged signatures are only caught with signatures on
+    lattice = build(env, hist.entries)
+    root = lattice.compute_root()
+    for entry, reason in hist.framing:
+        try:
+            lattice.add(entry)
+        except InvalidTransition as exc:
+            assert exc.reason is reason
+        else:
+            raise AssertionError(f"doctored evidence accepted; expected {reason}")
+    assert lattice.compute_root() == root
+
+
+def test_histories_exercise_every_kind_of_evidence_and_framing() -> None:
+    """The generator is not vacuous: across fixed seeds every offence kind is punished once
+    and every framing attempt kind occurs."""
+    punished: set[str] = set()
+    framed: set[Reason] = set()
+    for seed in range(12):
+        hist = build_history(FAST_ENV, seed, 200)
+        lattice = build(FAST_ENV, hist.entries)
+        for entry in hist.entries:
+            applied = lattice.get_status(entry.hash)[0] is EntryStatus.APPLIED
+            if isinstance(entry.op, Slash) and applied:
+                punished.add(type(entry.op.evidence).__name__)
+        framed |= {reason for _, reason in hist.framing}
+    assert punished == {
+        "ForkEvidence",
+        "EquivocationEvidence",
+        "InvalidProofEvidence",
+        "LinkageEvidence",
+    }
+    assert framed == {
+        Reason.EVIDENCE_BAD_SIGNATURE,
+        Reason.PROOF_HASH_MISMATCH,
+        Reason.EVIDENCE_COMMITMENT_MATCHES,
+    }
