@@ -72,6 +72,7 @@ class NodeRuntime:
         self.adverts_received = 0
         self._started_ms = 0
         self._ezkl_version = _ezkl_version()
+        self._adverts_changed = trio.Event()
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
@@ -145,6 +146,8 @@ class NodeRuntime:
         self.adverts.move_to_end(peer)
         while len(self.adverts) > ADVERTS_KNOWN_MAX:
             self.adverts.popitem(last=False)
+        self._adverts_changed.set()
+        self._adverts_changed = trio.Event()
         log_event(
             _log,
             "advert_received",
@@ -157,12 +160,20 @@ class NodeRuntime:
             version=advert.software_version,
         )
 
+    async def wait_providers(self, peers: set[str], timeout_s: float) -> None:
+        """Wait until adverts from all of `peers` are known (raises trio.TooSlowError)."""
+        with trio.fail_after(timeout_s):
+            while not peers <= self.adverts.keys():
+                await self._adverts_changed.wait()
+
     async def _log_peer_events(self) -> None:
         async for event in self.transport.peer_events():
             if event.connected:
                 log_event(_log, "peer_connected", peer=event.peer_id)
             else:
-                self.adverts.pop(event.peer_id, None)
+                if self.adverts.pop(event.peer_id, None) is not None:
+                    self._adverts_changed.set()
+                    self._adverts_changed = trio.Event()
                 log_event(_log, "peer_disconnected", peer=event.peer_id)
 
     async def _serve_status(self, peer: PeerId, body: bytes) -> bytes:

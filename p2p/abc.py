@@ -13,9 +13,12 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, NewType, Protocol
+from typing import TYPE_CHECKING, Any, NewType, Protocol
 
 import trio
+
+if TYPE_CHECKING:
+    from p2p.counters import TransportCounters
 
 PeerId = NewType("PeerId", str)
 
@@ -121,6 +124,8 @@ class TransportStatistics:
 
 class Transport(Protocol):
     """A running peer-to-peer endpoint. All methods except `run` need `run` to have started."""
+
+    counters: TransportCounters  # live counters; `counters.wait_until(...)` waits on them
 
     @property
     def peer_id(self) -> PeerId: ...

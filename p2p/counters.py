@@ -8,6 +8,7 @@ counted drops, never unbounded memory or a stalled network task.
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from typing import Generic, TypeVar
 
 import trio
@@ -50,12 +51,25 @@ class TransportCounters:
         self.requests_in: Counter[str] = Counter()
         self.requests_out: Counter[str] = Counter()
         self.drops: Counter[str] = Counter()
+        self._changed = trio.Event()
 
     def verdict(self, topic: str, verdict: Verdict) -> None:
         self.messages_in[topic][verdict.value] += 1
+        self._notify()
 
     def drop(self, reason: str) -> None:
         self.drops[reason] += 1
+        self._notify()
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()
+
+    async def wait_until(self, predicate: Callable[[], bool], timeout_s: float) -> None:
+        """Wait until `predicate()` holds, re-checked whenever a verdict or drop is counted."""
+        with trio.fail_after(timeout_s):
+            while not predicate():
+                await self._changed.wait()
 
     def snapshot_in(self) -> dict[str, dict[str, int]]:
         return {topic: dict(c) for topic, c in self.messages_in.items()}
