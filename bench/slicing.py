@@ -1,13 +1,13 @@
 """Slicing benchmark: `python -m bench.slicing [--json PATH] [--max-logrows N] [--skip-whole]`.
 
 On the project's CIFAR-size LeNet (slicing/models/cifar_lenet.onnx, 3x32x32), side by side:
-- whole: the model as ONE EZKL circuit: calibrate + compile, SRS, setup, prove, each in its own worker
-  process, capped (default 8 min and 12 GB RSS per step; a capped step is reported as "exceeded cap"
-  with the time and memory it reached, and later steps as "not reached");
-- sliced: the same model cut under `--max-logrows` (default 15) into a bundle, every slice set up and
-  proven in its own worker, the chain verified (linkage included).
-Same scale policy for both (scale 7, calibration target "resources"). Also the argmax agreement of the
-sliced *quantised* chain (the computation the proofs attest) with the float model on the digits
+- whole: the model as ONE EZKL circuit: calibrate + compile, SRS, setup, prove, each in its own
+worker process, capped (default 8 min and 12 GB RSS per step; a capped step is reported as
+"exceeded cap" with the time and memory it reached, and later steps as "not reached");
+- sliced: the same model cut under `--max-logrows` (default 15) into a bundle, every slice set up
+and proven in its own worker, the chain verified (linkage included).
+Same scale policy for both (scale 7, calibration target "resources"). Also the argmax agreement of
+the sliced *quantised* chain (the computation the proofs attest) with the float model on the digits
 held-out set (slicing/models/digits_heldout.npz). Prints a table; `--json PATH` writes the figures
 (keys include whole_peak_rss_mb, slice_peak_rss_mb_max, whole_prove_s, sliced_prove_s_total).
 Run it alone, with `nice`: the whole-model part takes minutes and ~12 GB.

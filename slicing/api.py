@@ -61,7 +61,7 @@ def _model_sha256(model: Any) -> str:
 
 @dataclass
 class EzklCostOracle:
-    """`cost_fn` for the planner: EZKL's exact row count (gen_settings) per sub-model, cached by hash.
+    """`cost_fn` for the planner: EZKL's exact rows (gen_settings) per sub-model, cached by hash.
 
     `compute_costs` batches many sub-models into one worker process (the spawn is the fixed cost).
     """
@@ -400,7 +400,7 @@ def verify_proof_chain(
     claimed_outputs: Mapping[str, Sequence[float]] | None,
     verifier: EzklVerifier,
 ) -> None:
-    """Raise LinkageError unless `artifacts` (one per slice) prove one linked result of the bundle."""
+    """Raise LinkageError unless `artifacts` (one per slice) prove one linked result."""
     scale = int(bundle.manifest["policy"]["scale"])
     claimed = None
     if claimed_outputs is not None:
@@ -458,8 +458,8 @@ def prove_chain(
     prover: EzklProver,
     progress: ProgressSink | None = None,
 ) -> ChainReport:
-    """Prove every provable slice in order, each on its producer's quantised outputs; run the rest in
-    onnxruntime (unproven); then verify every proof and the linkage of the whole chain."""
+    """Prove every provable slice in order, each on its producer's quantised outputs; run the
+    rest in onnxruntime (unproven); then verify every proof and the linkage of the whole chain."""
     from slicing.runner import run_slice
 
     progress = progress or NullProgress()

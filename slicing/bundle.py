@@ -1,12 +1,13 @@
-"""Bundles on disk: the manifest, atomic writing, loading with hash checks, and the proving-key cache.
+"""Bundles on disk: the manifest, atomic writing, loading with hash checks, and the proving-key
+cache.
 
 A bundle is a folder: `manifest.json` and `slices/NNN/` holding `model.onnx` and, when the slice is
-provable, `settings.json`, `model.compiled` and `vk.key`. The manifest names every file with its sha256;
-the bundle id is the sha256 of the canonical manifest JSON (sorted keys, no spaces), so the id commits to
-every byte. A bundle is written into a temporary sibling folder and renamed at the end, so nothing
-half-written ever carries the final name. Proving keys are never shipped: `get_proving_key` derives them
-with EZKL `setup` (deterministic) into a cache addressed by (compiled circuit, SRS) hashes and checks the
-derived vk against the manifest before use.
+provable, `settings.json`, `model.compiled` and `vk.key`. The manifest names every file with its
+sha256; the bundle id is the sha256 of the canonical manifest JSON (sorted keys, no spaces), so the
+id commits to every byte. A bundle is written into a temporary sibling folder and renamed at the
+end, so nothing half-written ever carries the final name. Proving keys are never shipped:
+`get_proving_key` derives them with EZKL `setup` (deterministic) into a cache addressed by
+(compiled circuit, SRS) hashes and checks the derived vk against the manifest before use.
 """
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ def compute_bundle_id(manifest: dict[str, Any]) -> str:
 
 
 def create_staging_dir(out_dir: Path) -> Path:
-    """A fresh temporary folder next to `out_dir` (same file system, so the final rename is atomic)."""
+    """A fresh temporary folder next to `out_dir` (same file system: the rename is atomic)."""
     out_dir = Path(out_dir)
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise BundleError(f"output exists and is not an empty folder: {out_dir}")
@@ -84,7 +85,7 @@ def create_staging_dir(out_dir: Path) -> Path:
 
 
 def commit_bundle(staging: Path, out_dir: Path, manifest: dict[str, Any]) -> str:
-    """Hash the slice files into the manifest, write it, rename staging -> out_dir; the bundle id."""
+    """Hash the slice files into the manifest, write it, rename staging -> out_dir; the id."""
     for entry in manifest["slices"]:
         folder = staging / entry["dir"]
         entry["files"] = {
@@ -114,7 +115,8 @@ def load_bundle(root: Path, expected_id: str | None = None) -> Bundle:
     try:
         manifest = json.loads(path.read_text())
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BundleError(f"bundle {root}: manifest is not JSON ({exc.msg})") from None
+        detail = str(exc).splitlines()[0][:120]
+        raise BundleError(f"bundle {root}: manifest is not JSON ({detail})") from None
     _require(isinstance(manifest, dict), root, "manifest is not an object")
     _require(manifest.get("format") == BUNDLE_FORMAT, root, f"format is not {BUNDLE_FORMAT}")
     for key in ("slices", "model", "policy", "srs", "ezkl_version"):
@@ -147,7 +149,7 @@ def get_pk_key(compiled_sha256: str, srs_sha256: str) -> str:
 def derive_keys(
     compiled: Path, srs: Path, srs_sha256: str, cache_dir: Path
 ) -> tuple[Path, Path, WorkerResult | None]:
-    """Run `setup` into the content-addressed pk cache (once); (pk, vk, the setup job or None if cached)."""
+    """Run `setup` into the content-addressed pk cache once; (pk, vk, the setup job or None)."""
     key = get_pk_key(compute_file_sha256(compiled), srs_sha256)
     folder = cache_dir / "pk" / key
     pk, vk = folder / "pk.key", folder / "vk.key"
@@ -181,7 +183,7 @@ def derive_keys(
 def get_proving_key(
     bundle: Bundle, index: int, srs: Path, cache_dir: Path
 ) -> tuple[Path, WorkerResult | None]:
-    """The proving key of slice `index`, derived locally and checked against the manifest's vk hash."""
+    """Slice `index`'s proving key, derived locally and checked against the manifest vk hash."""
     entry = bundle.manifest["slices"][index]
     if not entry["proven"]:
         raise BundleError(

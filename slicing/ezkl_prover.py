@@ -2,13 +2,15 @@
 
 Each public function here is an *operation* (registered in `OPS`) that runs inside a spawned worker
 process (`slicing.worker`), takes JSON-able arguments (file paths, numbers) and returns JSON-able
-results. Nothing in the parent process imports this module (EZKL holds the GIL and breaks after fork).
+results. Nothing in the parent process imports this module (EZKL holds the GIL and breaks after
+fork).
 
-Scale policy (linkage needs a producer's output scale to equal its consumer's input scale): every slice of
-a bundle uses one fixed `scale` for inputs and parameters, and `scale_rebase_multiplier = 1`, so EZKL
-rebases every output back to `scale`. Calibration only sizes the circuit (lookup ranges, logrows) on the
-activations that really reach the slice. `decomp_base`/`decomp_legs` set the range-check table size,
-which bounds logrows from below (2^14 -> logrows 15, 2^10 -> logrows 11).
+Scale policy (linkage needs a producer's output scale to equal its consumer's input scale): every
+slice of a bundle uses one fixed `scale` for inputs and parameters, and `scale_rebase_multiplier =
+1`, so EZKL rebases every output back to `scale`. Calibration only sizes the circuit (lookup
+ranges, logrows) on the activations that really reach the slice. `decomp_base`/`decomp_legs` set
+the range-check table size, which bounds logrows from below (2^14 -> logrows 15, 2^10 -> logrows
+11).
 """
 
 from __future__ import annotations
@@ -20,7 +22,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import ezkl
+import ezkl as _ezkl
+
+# EZKL's bundled stubs omit its keyword defaults and PyRunArgs' fields: call it untyped.
+ezkl: Any = _ezkl
 
 EZKL_VERSION: str = ezkl.__version__
 CALIBRATION_TARGET = "resources"
@@ -42,7 +47,7 @@ def _run_args(policy: dict[str, Any], logrows: int | None = None) -> Any:
 
 
 def compute_min_logrows(rows: int, decomp_base: int) -> int:
-    """Smallest logrows holding `rows` rows and the range-check table, with room for blinding rows."""
+    """Smallest logrows holding `rows` rows and the range-check table, plus blinding rows."""
     return max(1, math.ceil(math.log2(max(rows, decomp_base) + 64)))
 
 

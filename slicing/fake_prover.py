@@ -30,12 +30,9 @@ def compute_fake_tag(bundle_id: str, slice_index: int, instances: Sequence[str])
 
 
 def compute_fake_outputs(inputs: Sequence[float], outputs_count: int) -> list[float]:
-    """A deterministic stand-in for a slice's function: running sums of the inputs, rounded."""
+    """A deterministic stand-in for a slice's function: the input sum plus k, on a 1/4 grid."""
     total = sum(inputs)
-    return [
-        round((total + k) / (1 << FAKE_SCALE) * (1 << FAKE_SCALE)) / 4.0
-        for k in range(outputs_count)
-    ]
+    return [math.floor((total + k) * 4.0) / 4.0 for k in range(outputs_count)]
 
 
 @dataclass

@@ -1,12 +1,13 @@
 """Linkage: a chain of slice proofs is one verified result only if its public instances line up.
 
-Pure (no EZKL): proof verification is injected. A proof's public instances (`proof["instances"][0]`) are
-the quantised input tensors then the output tensors of its slice, flattened, as little-endian hex field
-elements. Every slice of a bundle uses one scale, so a boundary tensor must carry *identical* elements on
-its producer's output side and on each consumer's input side. Rules, checked in this order:
-each proof has the layout of its slice and verifies (else PROOF_SWAPPED / INVALID_PROOF); model inputs
-hash to the job's input commitment (WRONG_JOB_INPUT); boundaries match (TAMPERED_BOUNDARY); model outputs
-equal the claimed result (WRONG_RESULT).
+Pure (no EZKL): proof verification is injected. A proof's public instances
+(`proof["instances"][0]`) are the quantised input tensors then the output tensors of its slice,
+flattened, as little-endian hex field elements. Every slice of a bundle uses one scale, so a
+boundary tensor must carry *identical* elements on its producer's output side and on each
+consumer's input side. Rules, checked in this order: each proof has the layout of its slice and
+verifies (else PROOF_SWAPPED / INVALID_PROOF); model inputs hash to the job's input commitment
+(WRONG_JOB_INPUT); boundaries match (TAMPERED_BOUNDARY); model outputs equal the claimed result
+(WRONG_RESULT).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import json
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 from slicing.errors import LinkageError
 
@@ -24,7 +25,7 @@ from slicing.errors import LinkageError
 FIELD_MODULUS = 21888242871839275222246405745257275088548364400416034343698204186575808495617
 
 
-class LinkReason(str, Enum):
+class LinkReason(StrEnum):
     INVALID_PROOF = "invalid proof"
     PROOF_SWAPPED = "proof swapped between slices"
     MISSING_PROOF = "missing proof"
@@ -97,7 +98,8 @@ def verify_chain(
     """Raise LinkageError(reason) unless the proofs of every slice in `layouts` form one result.
 
     `instances[i]` are slice i's proof instances; `verify_proof(i, j)` checks the proof given for
-    slice i against slice j's verifying key (j != i only to name a swapped proof). Slices missing from `instances` (unproven) break the chain.
+    slice i against slice j's verifying key (j != i only to name a swapped proof). Slices
+    missing from `instances` (unproven) break the chain.
     """
     layouts_by_index = {layout.index: layout for layout in layouts}
     for layout in layouts:

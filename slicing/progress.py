@@ -1,7 +1,8 @@
 """Progress reporting for long steps (calibrate, compile, setup, prove): rich bars, or nothing.
 
-Library code takes a `ProgressSink` and calls `start(total)`, `step(description)` before each long step
-and `advance()` after it; the CLI passes `RichProgress` (on stderr) or `NullProgress` for `--quiet`.
+Library code takes a `ProgressSink` and calls `start(total)`, `step(description)` before each long
+step and `advance()` after it; the CLI passes `RichProgress` (on stderr) or `NullProgress` for
+`--quiet`.
 """
 
 from __future__ import annotations

@@ -1,10 +1,12 @@
-"""Proving and verifying one slice: the `Prover`/`Verifier` seams, `ProofArtifact`, and their EZKL forms.
+"""Proving and verifying one slice: the `Prover`/`Verifier` seams, `ProofArtifact`, and their EZKL
+forms.
 
 `EzklProver` runs witness + prove (+ verify) for one slice of a loaded bundle in one spawned worker
-process (so its peak RSS is that proof's alone), deriving the proving key first if the cache lacks it.
-`EzklVerifier.verify(bundle_id, slice_index, proof)` checks proof bytes against the bundle's vk in a
-worker; it never raises on a bad proof (False). Both block the calling thread: node/ calls them from a
-trio worker thread, and the event loop never waits on EZKL itself (the work is in another process).
+process (so its peak RSS is that proof's alone), deriving the proving key first if the cache lacks
+it. `EzklVerifier.verify(bundle_id, slice_index, proof)` checks proof bytes against the bundle's vk
+in a worker; it never raises on a bad proof (False). Both block the calling thread: node/ calls
+them from a trio worker thread, and the event loop never waits on EZKL itself (the work is in
+another process).
 """
 
 from __future__ import annotations

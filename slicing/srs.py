@@ -1,9 +1,10 @@
-"""Structured reference strings (KZG SRS) for EZKL: one per logrows, generated locally or given by file.
+"""Structured reference strings (KZG SRS) for EZKL: one per logrows, generated locally or given by
+file.
 
 `gen_srs` makes an SRS with no download, but its toxic waste is not destroyed: it is for development
-only (we warn). An operator can pass a ceremony file instead (`--srs PATH`), used for every logrows it
-covers. Generated files live in a cache directory keyed by logrows and are written atomically; the
-sha256 of each SRS used is recorded in the bundle manifest.
+only (we warn). An operator can pass a ceremony file instead (`--srs PATH`), used for every logrows
+it covers. Generated files live in a cache directory keyed by logrows and are written atomically;
+the sha256 of each SRS used is recorded in the bundle manifest.
 """
 
 from __future__ import annotations

@@ -1,10 +1,11 @@
-"""Run one EZKL job in a freshly spawned Python process, with a time cap, a memory cap and its peak RSS.
+"""Run one EZKL job in a freshly spawned Python process, with time and memory caps and peak RSS.
 
-EZKL holds the GIL for a whole proof and its thread pool deadlocks after fork (notes/ezkl.md), so the
-parent never imports ezkl: every job is `python -m slicing.worker REQUEST RESULT` in a new process
-(spawned, never forked), named by an operation of `slicing.ezkl_prover.OPS` and JSON arguments. The parent
-blocks in `os.wait4` (which releases the GIL and returns the child's own rusage, so peak RSS is exact
-per job), while a monitor thread samples /proc/<pid>/status and kills the child at the caps.
+EZKL holds the GIL for a whole proof and its thread pool deadlocks after fork (notes/ezkl.md), so
+the parent never imports ezkl: every job is `python -m slicing.worker REQUEST RESULT` in a new
+process (spawned, never forked), named by an operation of `slicing.ezkl_prover.OPS` and JSON
+arguments. The parent blocks in `os.wait4` (which releases the GIL and returns the child's own
+rusage, so peak RSS is exact per job), while a monitor thread samples /proc/<pid>/status and kills
+the child at the caps.
 """
 
 from __future__ import annotations
@@ -80,7 +81,7 @@ def run_job(
     timeout_s: float,
     max_rss_mb: float | None = None,
 ) -> WorkerResult:
-    """Run `slicing.ezkl_prover.OPS[op](**args)` in a new process; its JSON result, time and peak RSS.
+    """Run `slicing.ezkl_prover.OPS[op](**args)` in a new process: JSON result, time, peak RSS.
 
     Raises WorkerCapExceeded when killed at a cap, WorkerError when the job raised or crashed.
     """

@@ -1,11 +1,11 @@
 """`dsperse-node slice | prove-local | run-local`: make a bundle, prove it locally, run it unproven.
 
-`slice` cuts an ONNX model under a budget and writes a bundle (ONNX slices, EZKL settings and compiled
-circuits calibrated on the chained activations, vk files, manifest). `prove-local` proves every slice
-of a bundle on one input, each in its own process, verifies every proof and the chain's linkage and
-prints a per-slice table. `run-local` runs the slices chained in onnxruntime and writes the outputs.
-Heavy packages load inside the handlers so `--help` stays fast; EZKL itself only ever runs in
-spawned worker processes.
+`slice` cuts an ONNX model under a budget and writes a bundle (ONNX slices, EZKL settings and
+compiled circuits calibrated on the chained activations, vk files, manifest). `prove-local` proves
+every slice of a bundle on one input, each in its own process, verifies every proof and the chain's
+linkage and prints a per-slice table. `run-local` runs the slices chained in onnxruntime and writes
+the outputs. Heavy packages load inside the handlers so `--help` stays fast; EZKL itself only ever
+runs in spawned worker processes.
 """
 
 from __future__ import annotations

@@ -1,7 +1,9 @@
-"""Shared fixtures for the EZKL side of slicing/: one SRS/pk cache, one digits bundle, one proven chain.
+"""Shared fixtures for the EZKL side of slicing/: one SRS/pk cache, one digits bundle, one proven
+chain.
 
-Building and proving are the expensive parts (real EZKL, ~1 min together), so they are session-scoped
-and shared by every test that needs them; tests that tamper with a bundle copy it first.
+Building and proving are the expensive parts (real EZKL, ~1 min together), so they are
+session-scoped and shared by every test that needs them; tests that tamper with a bundle copy it
+first.
 """
 
 from __future__ import annotations

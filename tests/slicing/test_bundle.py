@@ -1,4 +1,5 @@
-"""bundle: manifest and id, every file hash-checked on load, atomic writes, the proving-key cache."""
+"""bundle: manifest and id, every file hash-checked on load, atomic writes, the proving-key
+cache."""
 
 from __future__ import annotations
 
@@ -75,10 +76,10 @@ def test_tampered_file_is_rejected(digits_bundle: Bundle, tmp_path: Path) -> Non
 def test_missing_file_is_rejected(digits_bundle: Bundle, tmp_path: Path) -> None:
     root = _copy(digits_bundle, tmp_path)
     (root / digits_bundle.slices[0]["dir"] / "vk.key").unlink()
-    with pytest.raises(BundleError, match=r"missing file slices/000/vk.key"):
+    with pytest.raises(BundleError, match=r"missing file slices/000/vk\.key"):
         load_bundle(root)
     (root / MANIFEST_NAME).unlink()
-    with pytest.raises(BundleError, match="missing manifest.json"):
+    with pytest.raises(BundleError, match=r"missing manifest\.json"):
         load_bundle(root)
 
 

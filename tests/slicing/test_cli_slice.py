@@ -1,4 +1,5 @@
-"""`dsperse-node slice | prove-local | run-local`: formats others script against, one-line errors."""
+"""`dsperse-node slice | prove-local | run-local`: formats others script against, one-line
+errors."""
 
 from __future__ import annotations
 

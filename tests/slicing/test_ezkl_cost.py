@@ -25,7 +25,7 @@ def test_costs_are_exact_cached_and_batched() -> None:
     sliced = slice_model(load_model(DIGITS), Budget(max_logrows=15))
     models = [s.model for s in sliced.slices]
     oracle = EzklCostOracle()
-    costs = oracle.compute_costs(models + [_unsupported()])
+    costs = oracle.compute_costs([*models, _unsupported()])
     assert oracle.calls == 1  # one worker process for the whole batch
     assert costs[-1] is None  # EZKL cannot build it
     for cost in costs[:-1]:

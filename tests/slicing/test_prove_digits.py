@@ -1,7 +1,8 @@
-"""End to end on the digits CNN with real EZKL: every slice proven, verified and linked; attacks named.
+"""End to end on the digits CNN with real EZKL: every slice proven, verified and linked; attacks
+named.
 
-The chain (conftest `digits_chain`) is proven once per session; the attack tests reuse its proofs and
-make at most one extra real proof (the tampered boundary).
+The chain (conftest `digits_chain`) is proven once per session; the attack tests reuse its proofs
+and make at most one extra real proof (the tampered boundary).
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""The fake prover (protocol tests and the simulator only): deterministic, tamper-evident, seeded."""
+"""The fake prover (protocol tests and the simulator only): deterministic, tamper-evident,
+seeded."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Fallback: a slice EZKL cannot build runs in onnxruntime, is marked unproven, and the report says so."""
+"""Fallback: a slice EZKL cannot build runs in onnxruntime, is marked unproven, and the report says
+so."""
 
 from __future__ import annotations
 
@@ -38,7 +39,7 @@ def _model(
 
 
 def _sliced() -> SlicedModel:
-    """x -> [Gemm+Relu] -> h -> [LpNormalization: EZKL has no circuit for it] -> n -> [Gemm] -> y."""
+    """x -> [MatMul+Relu] -> h -> [LpNormalization: no EZKL circuit] -> n -> [MatMul] -> y."""
     rng = np.random.default_rng(1)
     w1 = (rng.normal(size=(8, 16)) * 0.5).astype(np.float32)
     w2 = (rng.normal(size=(16, 4)) * 0.5).astype(np.float32)
@@ -65,7 +66,7 @@ def _sliced() -> SlicedModel:
 def test_unbuildable_slice_runs_unproven(tmp_path: Path, cache_dir: Path) -> None:
     sliced = _sliced()
     inputs = {"x": np.linspace(-1, 1, 8, dtype=np.float32).reshape(1, 8)}
-    # A small range-check table (2^10) lets these tiny slices use logrows 11: fast to set up and prove.
+    # A small range-check table (2^10) lets these tiny slices use logrows 11: fast to prove.
     policy = ScalePolicy(decomp_base=1024, decomp_legs=3)
     opts = api.BuildOptions(budget=sliced.budget, policy=policy, cache_dir=cache_dir)
     bundle = api.write_bundle(sliced, inputs, {"file": "mlp"}, tmp_path / "b", opts)
