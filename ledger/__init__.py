@@ -30,4 +30,11 @@ Design in one page (each module's docstring has the details):
   integrity check on open re-hashes rows, re-links chains and compares the state root.
 - **Sync** (`sync.py`): frontiers, entry ranges and fetch-by-hash as pure functions and frozen
   message bodies for node/ to carry.
+
+Known limits (not solved here): there is no finality. An account that forks its chain can, by
+publishing a lower-hash branch, undo its own entries after the fork point (say, an award that was
+already proven); the fork is slashable, so the market should only trust counterparties whose
+stake at risk covers the value. Lamport heights are self-declared: a low height only costs
+re-application from the nearest snapshot, and writers should raise their height only from
+entries they depend on. The pending pool is bounded; node/ should rate-limit orphans per peer.
 """

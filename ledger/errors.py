@@ -37,6 +37,8 @@ class Reason(Enum):
     STATEMENT_BAD_SIGNATURE = "statement_bad_signature"
     PROOF_HASH_MISMATCH = "proof_hash_mismatch"
     PROOF_INVALID = "proof_invalid"
+    # Not a verdict: the verifier cannot decide yet (IGNORE and retry later, never REJECT).
+    PROOF_UNDECIDED = "proof_undecided"
     # Evidence: checkable by anyone alone.
     SELF_REPORT = "self_report"
     EVIDENCE_BAD_SIGNATURE = "evidence_bad_signature"

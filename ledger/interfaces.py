@@ -50,9 +50,14 @@ class ProofStatementView(Protocol):
 
 
 class ProofVerifier(Protocol):
-    """Verifies a slice proof against a statement. Must be pure and deterministic (the same inputs
-    always give the same answer on every replica) and never raise on bad input."""
+    """Verifies a slice proof against a statement. Must be deterministic (the same inputs always
+    give the same verdict on every replica) and never raise on bad input.
 
-    def verify(self, statement: ProofStatementView, proof: bytes) -> bool:
-        """True iff `proof` proves `statement` (bundle, slice, input/output commitments)."""
+    It answers None when it cannot decide *yet* (e.g. the bundle's verifying key is not available
+    locally): "cannot check" must never be reported as "invalid", or an honest prover could be
+    slashed by a replica that lacks the bundle. The ledger then refuses the entry for now with
+    `Reason.PROOF_UNDECIDED` (an IGNORE, not a REJECT: fetch it again once the bundle is here)."""
+
+    def verify(self, statement: ProofStatementView, proof: bytes) -> bool | None:
+        """True iff `proof` proves `statement`; False if it does not; None if undecidable now."""
         ...

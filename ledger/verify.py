@@ -22,6 +22,7 @@ from ledger.containers import (
     GenesisAllocation,
     InvalidProofEvidence,
     LinkageEvidence,
+    ProofStatement,
     SignedStatement,
     Slash,
     Transfer,
@@ -90,6 +91,13 @@ def is_valid_statement_signature(signed: SignedStatement, env: LedgerEnv) -> boo
     return env.is_valid_signature(signed.prover, digest, signed.signature)
 
 
+def is_valid_proof(statement: ProofStatement, proof: bytes, env: LedgerEnv) -> bool:
+    """The verifier's verdict; raises PROOF_UNDECIDED (changing nothing) if it has none yet."""
+    verdict = env.verifier.verify(statement, proof)
+    require(verdict is not None, Reason.PROOF_UNDECIDED, "retry when the bundle is available")
+    return bool(verdict)
+
+
 def verify_award_record(record: AwardRecord, env: LedgerEnv) -> bytes:
     """Check a carried award entry; returns its hash (the award ref)."""
     # The award body is the one the requester's header commits to.
@@ -154,7 +162,7 @@ def verify_evidence(evidence: Evidence, reporter: bytes, env: LedgerEnv) -> Offe
         # ... and it does not prove the statement.
         require(
             not env.verify_proofs
-            or not env.verifier.verify(evidence.statement.statement, evidence.proof),
+            or is_valid_proof(evidence.statement.statement, evidence.proof, env) is False,
             Reason.EVIDENCE_PROOF_VALID,
         )
     else:
@@ -180,7 +188,7 @@ def verify_claim(claim: Claim, account: bytes, env: LedgerEnv) -> None:
     require(compute_proof_hash(claim.proof) == signed.proof_hash, Reason.PROOF_HASH_MISMATCH)
     # The proof proves the statement.
     require(
-        not env.verify_proofs or env.verifier.verify(signed.statement, claim.proof),
+        not env.verify_proofs or is_valid_proof(signed.statement, claim.proof, env),
         Reason.PROOF_INVALID,
     )
 

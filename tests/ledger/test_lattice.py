@@ -222,3 +222,34 @@ def test_snapshots_give_the_same_state_as_a_full_replay() -> None:
         small.add(entry)
     fresh = replay(w, sorted(w.log, key=lambda e: e.hash))
     assert small.compute_root() == fresh.compute_root() == w.lattice.compute_root()
+
+
+class _UndecidedVerifier:
+    """A verifier without the bundle: it cannot say valid or invalid."""
+
+    def verify(self, statement: object, proof: bytes) -> bool | None:
+        return None
+
+
+def test_undecidable_proofs_are_neither_accepted_nor_held_against_the_prover() -> None:
+    import dataclasses
+
+    w = market()
+    award = awarded(w)
+    good, proof = w.statement("prover", award)
+    bad = sign_statement(identity("prover"), good.statement, b"bogus")
+    env = dataclasses.replace(w.env, verifier=_UndecidedVerifier())
+    lattice = Lattice(env)
+    lattice.add_many(w.log)
+    root = lattice.compute_root()
+    claim = w.make("prover", Claim(good, proof))
+    report = w.make("reporter", Slash(InvalidProofEvidence(award_record(award), bad, b"bogus")))
+    for entry in (claim, report):
+        with pytest.raises(InvalidTransition) as info:
+            lattice.add(entry)
+        assert info.value.reason is Reason.PROOF_UNDECIDED
+    assert lattice.compute_root() == root
+    # Once the verifier can decide, the same entries are judged on their merits.
+    w.lattice.add(claim)
+    w.lattice.add(report)
+    assert w.state.offences and w.state.awards[award.hash].paid
