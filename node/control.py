@@ -32,10 +32,11 @@ def parse_control_listen(listen: str) -> tuple[str, int]:
     if not sep or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
         raise ConfigError(f"control listen {listen!r} must be HOST:PORT")
     try:
-        if not ipaddress.ip_address(host).is_loopback:
-            raise ConfigError(f"control listen {listen!r} must be a loopback address")
+        ip = ipaddress.ip_address(host)
     except ValueError:
         raise ConfigError(f"control listen {listen!r}: {host!r} is not an IP address") from None
+    if not ip.is_loopback:
+        raise ConfigError(f"control listen {listen!r} must be a loopback address")
     return host, int(port_text)
 
 
