@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -157,8 +158,13 @@ def train(x: np.ndarray, y: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def export(p: dict[str, np.ndarray], path: Path) -> onnx.ModelProto:
-    conv = {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1], "strides": [1, 1], "dilations": [1, 1]}
-    pool = {"kernel_shape": [2, 2], "strides": [2, 2], "pads": [0, 0, 0, 0]}
+    conv: dict[str, Any] = {
+        "kernel_shape": [3, 3],
+        "pads": [1, 1, 1, 1],
+        "strides": [1, 1],
+        "dilations": [1, 1],
+    }
+    pool: dict[str, Any] = {"kernel_shape": [2, 2], "strides": [2, 2], "pads": [0, 0, 0, 0]}
     nodes = [
         helper.make_node("Conv", ["input", "conv1_w", "conv1_b"], ["c1"], name="conv1", **conv),
         helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
