@@ -259,8 +259,10 @@ def _fill_defaults(model: onnx.ModelProto) -> None:
         spatial = len(in_shape) - 2
         if "kernel_shape" in attrs:
             kernel = [int(k) for k in attrs["kernel_shape"]]
-        else:
+        elif len(node.input) > 1 and node.input[1] in shapes:
             kernel = [int(k) for k in shapes[node.input[1]].shape[2:]]
+        else:
+            continue  # a weight of unknown shape: leave the node as it is
         strides = [int(s) for s in attrs.get("strides", [1] * spatial)]
         has_dilations = node.op_type == "Conv" or (node.op_type == "MaxPool" and opset >= 10)
         has_dilations = has_dilations or (node.op_type == "AveragePool" and opset >= 19)

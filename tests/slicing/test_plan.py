@@ -122,6 +122,10 @@ def test_dag_two_inputs_two_outputs_every_cut() -> None:
     check_topological(sliced)
     assert compute_max_diff(model, sliced) <= 1e-5
     assert {t.name for t in sliced.model_outputs} == {"out_main", "ra"}
+    merge = next(s for s in sliced.slices if s.node_names == ("merge",))
+    assert [t.name for t in merge.inputs] == ["ra", "sb"]  # a boundary of two tensors
+    relu = next(s for s in sliced.slices if s.node_names == ("relu_a",))
+    assert [t.name for t in relu.outputs] == ["ra"]  # read later and a model output
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
