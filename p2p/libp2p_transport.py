@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import random
+import socket
 import weakref
 from collections.abc import Sequence
 from functools import partial
@@ -151,6 +152,14 @@ def _socket_stream_of(conn: INetConn) -> trio.SocketStream | None:
     for name in ("muxed_conn", "secured_conn", "conn", "conn", "stream", "stream"):
         node = getattr(node, name, None)
     return node if isinstance(node, trio.SocketStream) else None
+
+
+def _local_ipv4s() -> list[str]:
+    try:
+        found = socket.gethostbyname_ex(socket.gethostname())[2]
+    except OSError:
+        found = []
+    return sorted({"127.0.0.1", *found}, key=lambda ip: (ip.startswith("127."), ip))
 
 
 def _parse_addr(addr: str) -> Any:
@@ -366,9 +375,17 @@ class Libp2pTransport:
     # -- peers ------------------------------------------------------------------------------
 
     def listen_addrs(self) -> tuple[str, ...]:
+        """Dialable addresses: a wildcard listen (0.0.0.0) is expanded to this host's IPv4s."""
         if self._host is None:
             return ()
-        return tuple(str(a) for a in self._host.get_addrs())
+        out: list[str] = []
+        for addr in (str(a) for a in self._host.get_addrs()):
+            if addr.startswith("/ip4/0.0.0.0/"):
+                rest = addr.removeprefix("/ip4/0.0.0.0/")
+                out += [f"/ip4/{ip}/{rest}" for ip in _local_ipv4s()]
+            else:
+                out.append(addr)
+        return tuple(dict.fromkeys(out))
 
     def connected_peers(self) -> tuple[PeerId, ...]:
         return tuple(sorted(self._peers))
