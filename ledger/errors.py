@@ -69,6 +69,15 @@ class Reason(Enum):
     TOO_MANY_UNBONDINGS = "too_many_unbondings"
 
 
+# Refusals that say nothing bad about the sender (gossip: IGNORE, not REJECT; retry later).
+IGNORE_REASONS = frozenset({Reason.PROOF_UNDECIDED, Reason.PENDING_POOL_FULL})
+
+
+def is_ignorable(reason: Reason) -> bool:
+    """True if an entry refused for `reason` may be valid after all (do not penalise the peer)."""
+    return reason in IGNORE_REASONS
+
+
 class InvalidTransition(LedgerError):
     """An entry that cannot be applied; `reason` says which rule it breaks. Nothing was changed."""
 

@@ -122,6 +122,16 @@ def verify_statement_for_award(
     require(is_valid_statement_signature(signed, env), Reason.EVIDENCE_BAD_SIGNATURE, "statement")
 
 
+def is_equivocation(first: SignedStatement, second: SignedStatement) -> bool:
+    """Same prover, same award, different statements (signatures not checked here): what
+    `EquivocationEvidence` needs. Two proofs of one statement are not equivocation."""
+    return (
+        first.prover == second.prover
+        and first.statement.award_ref == second.statement.award_ref
+        and first.statement != second.statement
+    )
+
+
 def verify_evidence(evidence: Evidence, reporter: bytes, env: LedgerEnv) -> Offence:
     """Check evidence on its own; returns the offence it proves or raises with the reason."""
     offence = compute_offence(evidence)

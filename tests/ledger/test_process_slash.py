@@ -265,3 +265,16 @@ def test_invalid_linkage_commitment_matches() -> Iterator[Part]:
     honest, _ = w.statement("prover", award)
     entry = w.make("reporter", Slash(LinkageEvidence(award_record(award), honest)))
     yield from run_transition(w, entry, Reason.EVIDENCE_COMMITMENT_MATCHES)
+
+
+def test_is_equivocation_and_ignorable_reasons() -> None:
+    from ledger.errors import is_ignorable
+    from ledger.verify import is_equivocation
+
+    w = market()
+    award = awarded(w)
+    s1, _ = w.statement("prover", award, output=b"one")
+    s2, _ = w.statement("prover", award, output=b"two")
+    again = sign_statement(identity("prover"), s1.statement, b"another proof")
+    assert is_equivocation(s1, s2) and not is_equivocation(s1, again)
+    assert is_ignorable(Reason.PROOF_UNDECIDED) and not is_ignorable(Reason.BAD_SIGNATURE)
