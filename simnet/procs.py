@@ -56,6 +56,7 @@ class NodeProcess:
     state: str = "down"
     popen: subprocess.Popen[str] | None = None
     _ready: threading.Event = field(default_factory=threading.Event)
+    _reader: threading.Thread | None = None
     _log_file: TextIO | None = None
 
     def start(self, bootstrap: list[str]) -> None:
@@ -94,7 +95,8 @@ class NodeProcess:
             env=env,
         )
         self.state = "starting"
-        threading.Thread(target=self._read_header, args=(self.popen,), daemon=True).start()
+        self._reader = threading.Thread(target=self._read_header, args=(self.popen,), daemon=True)
+        self._reader.start()
 
     def _read_header(self, popen: subprocess.Popen[str]) -> None:
         assert popen.stdout is not None
@@ -108,6 +110,7 @@ class NodeProcess:
             elif key == "control":
                 self.control_url = value
                 self._ready.set()
+        popen.stdout.close()
         self._ready.set()  # EOF: the process ended; wait_ready sees it is not running
 
     def wait_ready(self, timeout_s: float) -> bool:
@@ -173,6 +176,9 @@ class NodeProcess:
         return self.popen.returncode
 
     def _close_log(self) -> None:
+        if self._reader is not None:
+            self._reader.join(timeout=STOP_TIMEOUT_S)  # it closes stdout at EOF
+            self._reader = None
         if self._log_file is not None:
             self._log_file.close()
             self._log_file = None
