@@ -6,8 +6,9 @@ to do; `observe_height` keeps its Lamport height above everything the account ha
 
 from __future__ import annotations
 
-from ledger.constants import ZERO_HASH
+from ledger.constants import HEIGHT_MAX, ZERO_HASH
 from ledger.containers import (
+    Award,
     AwardRecord,
     Entry,
     EntryHeader,
@@ -21,6 +22,7 @@ from ledger.encoding import (
     compute_proof_hash,
     compute_statement_digest,
 )
+from ledger.errors import LedgerError
 from ledger.interfaces import Signer
 
 
@@ -41,10 +43,8 @@ def sign_statement(signer: Signer, statement: ProofStatement, proof: bytes) -> S
 
 def get_award_record(entry: Entry) -> AwardRecord:
     """The self-contained form of an award entry that evidence carries."""
-    from ledger.containers import Award
-
     if not isinstance(entry.op, Award):
-        raise TypeError("not an award entry")
+        raise LedgerError("not an award entry")
     return AwardRecord(entry.header, entry.op)
 
 
@@ -68,6 +68,11 @@ class ChainWriter:
         self.height = max(self.height, height)
 
     def append(self, op: Operation) -> Entry:
+        if self.height + 1 > HEIGHT_MAX:
+            raise LedgerError(
+                f"height {self.height + 1} exceeds {HEIGHT_MAX}: do not observe heights of "
+                "entries you do not depend on (a peer may inflate them)"
+            )
         entry = build_entry(self.signer, self.seq, self.head, self.height + 1, op)
         self.seq, self.head, self.height = self.seq + 1, entry.hash, self.height + 1
         return entry

@@ -253,3 +253,14 @@ def test_undecidable_proofs_are_neither_accepted_nor_held_against_the_prover() -
     w.lattice.add(claim)
     w.lattice.add(report)
     assert w.state.offences and w.state.awards[award.hash].paid
+
+
+def test_writer_refuses_to_overflow_heights() -> None:
+    from ledger.builders import ChainWriter
+    from ledger.constants import HEIGHT_MAX
+    from ledger.errors import LedgerError
+
+    writer = ChainWriter(identity("a"))
+    writer.observe_height(HEIGHT_MAX)
+    with pytest.raises(LedgerError, match="exceeds"):
+        writer.append(Transfer(identity("b").public_key, 1))
