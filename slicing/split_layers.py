@@ -23,6 +23,7 @@ from slicing.graph import get_opset, infer_shapes
 from slicing.graph_fold import remove_dead_nodes
 from slicing.onnx_split import GraphIndex, compute_graph_index
 from slicing.plan_cost import GATHER_ROWS_PER_ELEM, compute_input_rows, compute_node_rows
+from slicing.split_dense import find_flatten_dense, fuse_into_dense, is_concat_too_big
 from slicing.split_rewrite import Part, rewrite_layer
 
 PARTS_COUNT_MAX = 4096
@@ -59,6 +60,13 @@ def split_oversized_layers(model: onnx.ModelProto, rows_max: int) -> onnx.ModelP
             continue
         nodes, tensors = rewrite_layer(index, layer_nodes(index, layer), layer.axis, parts, inits,
                                        opset)  # fmt: skip
+        groups = sorted({(p.c0, p.c1) for p in parts})
+        layer_out = index.nodes[layer.chain[-1] if layer.chain else layer.node].output[0]
+        dense = find_flatten_dense(index, layer_out, inits) if len(groups) > 1 else None
+        if dense is not None and layer.axis == 1 and is_concat_too_big(index, layer_out, capacity):
+            nodes, more = fuse_into_dense(index, nodes, groups, *dense, inits)
+            tensors += more
+            absorbed.update(dense)
         new_nodes.extend(nodes)
         new_inits.extend(tensors)
         absorbed.update(layer.chain)

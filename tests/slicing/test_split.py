@@ -179,3 +179,22 @@ def test_sliced_conv_stack_end_to_end(logrows: int) -> None:
     sliced = check_sliced(model, Budget(max_logrows=logrows))
     assert sliced.meta["over_budget"] == []
     assert len(slice_model(model, Budget(max_logrows=None)).slices) == 1
+
+
+@pytest.mark.parametrize("trans_b", [1, 0])
+def test_dense_after_split_conv_is_split_by_inputs(trans_b: int) -> None:
+    model = conv_stack_model(cin=3, cout=16, size=32, kernel=3, pad=1)  # 4,096 values → dense
+    if not trans_b:
+        dense = next(n for n in model.graph.node if n.op_type == "Gemm")
+        del dense.attribute[:]
+        del dense.input[2]  # no bias either
+        for k, init in enumerate(model.graph.initializer):
+            if init.name == "wd":
+                value = onnx.numpy_helper.to_array(init).T.copy()
+                model.graph.initializer[k].CopyFrom(onnx.numpy_helper.from_array(value, "wd"))
+    sliced = check_sliced(model, Budget(max_logrows=15))
+    assert sliced.meta["over_budget"] == []
+    notes = " | ".join(s.note for s in sliced.slices)
+    assert "dense inputs 0-255" in notes and "dense sum" in notes
+    ops = [n.op_type for n in sliced.rewritten.graph.node]
+    assert "Flatten" in ops and ops.count("Gemm") == 16  # one partial product per channel group
