@@ -154,11 +154,23 @@ class Lattice:
                     self._check_links(entry)
                 except InvalidTransition as exc:
                     rejected.append((waiting_hash, exc.reason))
+                    rejected.extend(self._drop_waiting_on(waiting_hash))
                     continue
                 self._place(entry)
                 placed.append(waiting_hash)
                 stack.append(waiting_hash)
         return placed, tuple(rejected)
+
+    def _drop_waiting_on(self, refused: bytes) -> list[tuple[bytes, Reason]]:
+        """Entries that wait on a refused entry can never be placed: drop them too."""
+        dropped: list[tuple[bytes, Reason]] = []
+        stack = [refused]
+        while stack:
+            for waiting_hash in self._waiting.pop(stack.pop(), []):
+                if self._pending.pop(waiting_hash, None) is not None:
+                    dropped.append((waiting_hash, Reason.BAD_PREV))
+                    stack.append(waiting_hash)
+        return dropped
 
     def _place(self, entry: Entry) -> None:
         h, header = entry.hash, entry.header

@@ -128,11 +128,17 @@ def test_invalid_height_not_increasing_is_rejected_when_placed() -> None:
     w = World(make_env())
     a0 = w.make("a", Transfer(w.key("b"), 1))
     bad = build_entry(identity("a"), 1, a0.hash, a0.header.height, Transfer(w.key("b"), 1))
+    child = build_entry(identity("a"), 2, bad.hash, 99, Transfer(w.key("b"), 1))
     lattice = Lattice(w.env)
+    assert lattice.add(child).status is AddStatus.PENDING
     assert lattice.add(bad).status is AddStatus.PENDING
     result = lattice.add(a0)
-    assert result.rejected == ((bad.hash, Reason.HEIGHT_NOT_INCREASING),)
+    assert result.rejected == (
+        (bad.hash, Reason.HEIGHT_NOT_INCREASING),
+        (child.hash, Reason.BAD_PREV),  # waited on a refused entry
+    )
     assert lattice.get_status(bad.hash)[0] is EntryStatus.UNKNOWN
+    assert lattice.statistics().pending == 0
 
 
 def test_invalid_claim_of_a_non_award() -> None:
