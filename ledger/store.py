@@ -74,6 +74,8 @@ def read_store_config(path: Path) -> LedgerConfig:
     conn = _connect(path)
     try:
         raw = _meta(conn, "config")
+    except sqlite3.OperationalError as exc:
+        raise StoreError(f"{path}: not a ledger database, or still being created ({exc})") from None
     except sqlite3.DatabaseError as exc:
         raise StoreCorrupted(f"{path}: cannot read its config ({exc})") from None
     finally:
@@ -116,25 +118,34 @@ class LedgerStore:
         if conn.execute("PRAGMA quick_check").fetchone()[0] != "ok":
             raise StoreCorrupted(f"{self.path}: SQLite quick_check failed")
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        if not {"meta", "entries"} <= tables:
-            if tables:
-                raise StoreCorrupted(f"{self.path}: is not a ledger database (tables {tables})")
-            conn.executescript(_SCHEMA)
-        stored = _meta(conn, "config")
-        if stored is None:
+        if not tables:
+            # Schema and meta rows in one transaction: a reader never sees half a database.
             with conn:
                 conn.execute("BEGIN IMMEDIATE")
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
                 conn.executemany(
-                    "INSERT INTO meta VALUES (?, ?)",
+                    "INSERT OR IGNORE INTO meta VALUES (?, ?)",
                     [("format", FORMAT_VERSION), ("config", config.to_bytes()), ("count", 0)],
                 )
-            return
+        elif not {"meta", "entries"} <= tables:
+            raise StoreCorrupted(f"{self.path}: is not a ledger database (tables {tables})")
         if _meta(conn, "format") != FORMAT_VERSION:
             raise StoreError(f"{self.path}: unsupported ledger format")
-        if stored != config.to_bytes():
+        if _meta(conn, "config") != config.to_bytes():
             raise StoreError(f"{self.path}: was created for a different ledger config")
 
     def _load(self) -> None:
+        # One read transaction: rows and counters come from the same snapshot even while
+        # another process (the node) keeps writing.
+        self._conn.execute("BEGIN")
+        try:
+            self._load_snapshot()
+        finally:
+            self._conn.execute("ROLLBACK")
+
+    def _load_snapshot(self) -> None:
         proof_max = self.lattice.env.config.proof_bytes_max
         rows = self._conn.execute("SELECT id, hash, data FROM entries ORDER BY id")
         for row_id, h, data in rows:
@@ -232,8 +243,14 @@ class LedgerStore:
         """Full re-check: every entry again with signatures and proofs (entry-only checks) into a
         fresh replica; its root must equal ours. Returns the root."""
         fresh = Lattice(env or self.lattice.env)
-        rows = self._conn.execute("SELECT id, data FROM entries ORDER BY id")
         proof_max = fresh.env.config.proof_bytes_max
+        self._conn.execute("BEGIN")
+        try:
+            rows = self._conn.execute(
+                "SELECT id, data FROM entries ORDER BY id LIMIT ?", (self._count,)
+            ).fetchall()
+        finally:
+            self._conn.execute("ROLLBACK")
         for row_id, data in rows:
             try:
                 fresh.add(decode_entry(data, proof_max))

@@ -236,3 +236,32 @@ def test_foreign_sqlite_database(tmp_path: Path) -> None:
     sql(path, "CREATE TABLE t (x)")
     with pytest.raises(StoreCorrupted, match="not a ledger database"):
         LedgerStore.open(path, ENV)
+
+
+@pytest.mark.slow
+def test_reader_opens_consistently_while_a_writer_writes(tmp_path: Path) -> None:
+    """The CLI opens the node's live database: each open is one consistent snapshot."""
+    path = tmp_path / "ledger.sqlite"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.ledger.writer_proc", str(path), "400"],
+        stdout=subprocess.PIPE,
+        bufsize=0,
+        cwd=ROOT,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+    )
+    try:
+        assert proc.stdout is not None
+        acked: list[bytes] = []
+        for _ in range(8):
+            for _ in range(10):
+                acked.append(bytes.fromhex(read_ack(proc.stdout, ACK_TIMEOUT_S)))
+            store = LedgerStore.open(path, ENV, create=False)
+            try:
+                assert all(store.lattice.get_entry(h) is not None for h in acked)
+            finally:
+                store.close(checkpoint=False)
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+        assert proc.stdout is not None
+        proc.stdout.close()
