@@ -1,7 +1,11 @@
 """Building and signing entries and proof statements (for node/, tests, benchmarks, simnet).
 
 A `ChainWriter` tracks one account's own chain (next seq, head, height) so callers only say what
-to do; `observe_height` keeps its Lamport height above everything the account has seen.
+to do; `observe_height` keeps its Lamport height above what the account depends on.
+
+A node must store each entry it signs (`LedgerStore.add` returns after fsync) *before* publishing
+it, and rebuild its writer from the store's head on restart: signing a different entry at a seq
+it already published (say, after a crash) is a fork, and forks are slashed.
 """
 
 from __future__ import annotations

@@ -114,6 +114,7 @@ class Lattice:
         return AddResult(AddStatus.ADDED, (h, *placed), rejected)
 
     def add_many(self, entries: Iterable[Entry], *, verified: bool = False) -> list[AddResult]:
+        """`add` each in turn; stops at (raises) the first invalid one."""
         return [self.add(e, verified=verified) for e in entries]
 
     def _first_missing(self, entry: Entry) -> bytes | None:
