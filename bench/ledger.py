@@ -214,7 +214,9 @@ def main() -> None:
     if args.reconcile:
         rows += measure_reconcile(args, figures)
     figures["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    figures["load_avg_1m"] = round(os.getloadavg()[0], 2)
     rows.append(("peak RSS", f"{figures['peak_rss_mb']} MB", ""))
+    rows.append(("machine load (1 min avg, at the end)", f"{figures['load_avg_1m']}", ""))
     width = max(len(r[0]) for r in rows)
     print(f"ledger benchmark (pid {os.getpid()}, {os.cpu_count()} cpus)")
     print(f"{'measure':<{width}}  {'result':>22}  note")
