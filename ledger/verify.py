@@ -55,11 +55,10 @@ def compute_offence(evidence: Evidence) -> Offence:
         first, second = evidence.first, evidence.second
         offence_id = compute_offence_id(evidence.KIND, first.account, pack(first.seq))
         return Offence(first.account, offence_id, min(first.height, second.height))
-    prover = (
-        evidence.first.prover
-        if isinstance(evidence, EquivocationEvidence)
-        else (evidence.statement.prover)
-    )
+    if isinstance(evidence, EquivocationEvidence):
+        prover = evidence.first.prover
+    else:
+        prover = evidence.statement.prover
     award_ref = compute_header_hash(evidence.award.header)
     offence_id = compute_offence_id(evidence.KIND, prover, award_ref)
     return Offence(prover, offence_id, evidence.award.header.height)
