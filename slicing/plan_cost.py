@@ -1,21 +1,23 @@
 """Heuristic EZKL cost model: circuit rows of a sub-graph, its logrows and proving memory.
 
 Calibrated against `ezkl.gen_settings` num_rows (EZKL 23.0.5, default run args: scales 7,
-num_inner_cols 2) on convolutions, dense layers, ReLU and pooling, measured in a throwaway script:
+num_inner_cols 2) on single layers and small graphs, measured in a throwaway script. A slice's rows
+are about `5.5 * input elements + 9.5 * output elements + the sum over its nodes`:
 
-- a linear op (Conv, Gemm, MatMul) costs about `0.5 * K + 35` rows per output element, where K is
+- a public input element costs ~5.5 rows and a public output element ~9.5 (quantisation and range
+  checks); this is why boundaries are not free and cheap neighbours are merged;
+- a linear op (Conv, Gemm, MatMul) costs about `0.5 * K + 25.5` rows per output element, where K is
   the dot-product length (Cin/group * kernel area, or the inner dimension): two inner columns hold
-  the K multiply-adds, plus a fixed cost per output for rescaling and range checks;
-- every slice input element costs about 5.5 rows (quantisation and range checks of a public input);
-- ReLU about 8 rows per element; MaxPool about `2 * window + 0.5` rows per output element;
-- Slice (and Gather, Split) about 11.3 rows per output element, Concat about 9.5; other data
-  movement (Reshape, Flatten, Transpose, ...) costs nothing measurable.
+  the K multiply-adds, plus a fixed cost per output for rescaling;
+- ReLU ~8 rows per element, Add ~1, Mul/BatchNorm ~24.5, MaxPool ~`9 * window + 1` per output;
+- data movement (Slice, Concat, Reshape, Flatten, ...) ~1 or nothing.
 
-Examples (estimate / EZKL): Conv(3→6, 5×5)+ReLU on 3×32×32: 395,627 / 395,568; Gemm(400→120)+ReLU:
-31,372 / 31,040; the whole CIFAR LeNet: 636,997 / 617,842 (conservative by 3 %). After
-`calibrate_settings(target="resources")` EZKL needs fewer rows still (e.g. 28,280 for that Gemm) and
-never fewer than logrows 15 (its 14-bit range-check table), hence `MIN_LOGROWS`. Proving memory
-follows logrows (measured ≈ 0.35 GB at 15, doubling per logrow).
+Examples (estimate / EZKL): Conv(3→6, 5×5)+ReLU on 3×32×32: 395,627 / 395,568;
+Conv(6→16, 5×5)+ReLU+MaxPool on 6×14×14: 198,668 / 198,480; Gemm(400→120)+ReLU: 31,372 / 31,040;
+BatchNorm on 4×16×16: 40,448 / 40,448. After `calibrate_settings(target="resources")` EZKL needs
+fewer rows still (e.g. 28,280 for that Gemm) and never fewer than logrows 15 (its 14-bit
+range-check table), hence `MIN_LOGROWS`. Proving memory follows logrows (measured ≈ 0.35 GB at 15,
+doubling per logrow).
 """
 
 from __future__ import annotations
@@ -33,13 +35,15 @@ MIN_LOGROWS = 15
 RESERVED_ROWS = 512  # blinding and padding rows EZKL keeps free at the bottom of the circuit
 PROVE_MB_AT_MIN_LOGROWS = 350
 INPUT_ROWS_PER_ELEM = 5.5
+OUTPUT_ROWS_PER_ELEM = 9.5
 LINEAR_ROWS_PER_MAC = 0.5
-LINEAR_ROWS_PER_OUTPUT = 35.0
+LINEAR_ROWS_PER_OUTPUT = 25.5
 ACTIVATION_ROWS_PER_ELEM = 8.0
-RESCALE_ROWS_PER_ELEM = 35.0  # an op whose result is rescaled (Mul, Div, BatchNorm, ...)
-GATHER_ROWS_PER_ELEM = 11.5  # Slice/Gather/Split select elements: measured 11.3 per output element
+RESCALE_ROWS_PER_ELEM = 24.5  # an op whose result is rescaled (Mul, Div, BatchNorm, ...)
+GATHER_ROWS_PER_ELEM = 1.75  # Slice/Gather/Split: measured 1.5-1.7 per element
 GATHER_OPS = frozenset({"Slice", "Gather", "Split"})
-CONCAT_ROWS_PER_ELEM = 9.5  # measured 9.5 (1,176 outputs) and 7 (400) per output element
+CONCAT_ROWS_PER_ELEM = 0.5
+POOL_ROWS_PER_WINDOW_ELEM = 9.0  # MaxPool 2×2: 37 rows per output
 
 LINEAR_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
 FREE_OPS = frozenset(
@@ -107,7 +111,7 @@ def compute_node_rows(node: onnx.NodeProto, shapes: Mapping[str, TensorInfo]) ->
         return 1.0 * out_elems
     if op == "MaxPool":
         window = _numel(_attr(node, "kernel_shape", [1]))  # type: ignore[arg-type]
-        return (2.0 * window + 0.5) * out_elems
+        return (POOL_ROWS_PER_WINDOW_ELEM * window + 1.0) * out_elems
     if op in ("AveragePool", "GlobalAveragePool", "ReduceMean", "ReduceSum"):
         first = shapes.get(node.input[0])
         in_elems = _numel(first.shape) if first is not None else out_elems
@@ -141,13 +145,18 @@ def compute_input_rows(inputs: Iterable[TensorInfo]) -> float:
     return INPUT_ROWS_PER_ELEM * sum(_numel(t.shape) for t in inputs)
 
 
+def compute_output_rows(outputs: Iterable[TensorInfo]) -> float:
+    return OUTPUT_ROWS_PER_ELEM * sum(_numel(t.shape) for t in outputs)
+
+
 def estimate_cost(sub_model: onnx.ModelProto) -> SliceCost:
     """Heuristic cost of a standalone sub-model with concrete shapes (e.g. a SliceSpec.model)."""
-    from slicing.graph import get_model_inputs, get_tensor_shapes, infer_shapes
+    from slicing.graph import get_model_inputs, get_model_outputs, get_tensor_shapes, infer_shapes
 
     shapes = get_tensor_shapes(sub_model)
     if any(o not in shapes for n in sub_model.graph.node for o in n.output if o):
         shapes = get_tensor_shapes(infer_shapes(sub_model, "sub-model"))
     rows = compute_input_rows(get_model_inputs(sub_model))
+    rows += compute_output_rows(get_model_outputs(sub_model))
     rows += sum(compute_node_rows(node, shapes) for node in sub_model.graph.node)
     return compute_cost(rows)

@@ -18,7 +18,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from slicing.onnx_split import GraphIndex
-from slicing.plan_cost import CONCAT_ROWS_PER_ELEM, INPUT_ROWS_PER_ELEM
+from slicing.plan_cost import CONCAT_ROWS_PER_ELEM, INPUT_ROWS_PER_ELEM, OUTPUT_ROWS_PER_ELEM
 
 
 def find_flatten_dense(
@@ -50,7 +50,8 @@ def find_flatten_dense(
 def is_concat_too_big(index: GraphIndex, tensor: str, capacity: float) -> bool:
     """Whether a slice holding only the Concat that makes `tensor` would exceed `capacity`."""
     elems = math.prod(index.shapes[tensor].shape)
-    return (CONCAT_ROWS_PER_ELEM + INPUT_ROWS_PER_ELEM) * elems > capacity
+    per_elem = CONCAT_ROWS_PER_ELEM + INPUT_ROWS_PER_ELEM + OUTPUT_ROWS_PER_ELEM
+    return per_elem * elems > capacity
 
 
 def fuse_into_dense(

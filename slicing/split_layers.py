@@ -22,7 +22,12 @@ from onnx import helper
 from slicing.graph import get_opset, infer_shapes
 from slicing.graph_fold import remove_dead_nodes
 from slicing.onnx_split import GraphIndex, compute_graph_index
-from slicing.plan_cost import GATHER_ROWS_PER_ELEM, compute_input_rows, compute_node_rows
+from slicing.plan_cost import (
+    GATHER_ROWS_PER_ELEM,
+    compute_input_rows,
+    compute_node_rows,
+    compute_output_rows,
+)
 from slicing.split_dense import find_flatten_dense, fuse_into_dense, is_concat_too_big
 from slicing.split_rewrite import Part, rewrite_layer
 
@@ -37,7 +42,7 @@ class Layer:
     chain: tuple[int, ...]  # per-channel nodes after it, in order
     axis: int  # channel axis of the layer's output
     channels: int
-    rows: float  # heuristic rows of node + chain (outputs only; inputs counted apart)
+    rows: float  # heuristic rows of node + chain + its output (the input is counted apart)
 
 
 def split_oversized_layers(model: onnx.ModelProto, rows_max: int) -> onnx.ModelProto:
@@ -111,6 +116,8 @@ def find_layer(index: GraphIndex, i: int, inits: dict[str, onnx.TensorProto]) ->
         return None
     chain = _follow_chain(index, i, axis, inits)
     rows = sum(compute_node_rows(index.nodes[j], index.shapes) for j in (i, *chain))
+    last = index.nodes[chain[-1] if chain else i].output[0]
+    rows += compute_output_rows([index.shapes[last]])  # the parts' outputs cross a boundary
     return Layer(i, tuple(chain), axis, int(out.shape[axis]), rows)
 
 
@@ -207,7 +214,8 @@ def plan_parts(index: GraphIndex, layer: Layer, capacity: float) -> list[Part] |
             input_cost = compute_input_rows([x]) * in_rows / x.shape[2]
             # The Slice that cuts the tile out of the input must fit a slice of its own too.
             tile_elems = _numel(x.shape) * in_rows / x.shape[2]
-            if compute_input_rows([x]) + GATHER_ROWS_PER_ELEM * tile_elems > capacity:
+            slice_rows = compute_input_rows([x]) + GATHER_ROWS_PER_ELEM * tile_elems
+            if slice_rows + compute_output_rows([x]) * in_rows / x.shape[2] > capacity:
                 continue
         else:
             input_cost = compute_input_rows([x])
