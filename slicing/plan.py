@@ -11,7 +11,9 @@ Steps, all deterministic:
    over budget is halved and measured again.
 5. Each slice is materialised as a standalone ONNX model (onnx_split).
 A single node that cannot fit even after splitting stays one slice, listed in `meta["over_budget"]`
-(the EZKL side runs it unproven).
+(the EZKL side runs it unproven). `meta` also has "logrows_max", "oracle_calls", "nodes_rewritten"
+(nodes added by intra-layer splits), "constant_nodes" (copied into the slices that read them) and
+"data_only" (slices of pure data movement, see DATA_MOVEMENT_OPS).
 """
 
 from __future__ import annotations
@@ -44,6 +46,12 @@ from slicing.types import Budget, CostFn, SliceCost, SlicedModel, SliceSpec
 
 LOGROWS_MAX = 26  # beyond this EZKL's SRS alone does not fit a node (notes: logrows 25 ≈ hours)
 ORACLE_CALLS_MAX = 2_000
+# Slices made only of these move public values around (tile cuts, concatenations): a verifier
+# could recompute them from the boundary values instead of checking a proof (meta["data_only"]).
+DATA_MOVEMENT_OPS = frozenset(
+    {"Slice", "Concat", "Reshape", "Flatten", "Identity", "Transpose", "Squeeze", "Unsqueeze",
+     "Split"}
+)  # fmt: skip
 HEURISTIC_MARGIN = 0.94  # the heuristic is within ±6 % of EZKL (plan_cost); keep that much free
 
 __all__ = ["build_sliced_model", "compute_logrows_max", "estimate_cost", "slice_model"]
@@ -130,6 +138,11 @@ def build_sliced_model(
     meta = {
         "logrows_max": logrows_max,
         "over_budget": over_budget,
+        "data_only": [
+            k
+            for k, seg in enumerate(segments)
+            if all(index.nodes[i].op_type in DATA_MOVEMENT_OPS for i in seg)
+        ],
         "oracle_calls": 0,
         "nodes_rewritten": 0,
         "constant_nodes": sorted(index.nodes[i].name for i in index.constant_nodes),

@@ -54,6 +54,11 @@ def test_cifar_at_logrows_15_splits_inside_layers() -> None:
     assert "conv2 ch" in notes
     assert len(sliced.slices) > 12  # far from one slice per layer
     assert all(s.cost is not None and s.cost.logrows == 15 for s in sliced.slices)
+    data_only = sliced.meta["data_only"]
+    assert 0 in data_only  # the slice that cuts the input into row tiles
+    for k in data_only:
+        ops = {n.op_type for n in sliced.slices[k].model.graph.node}
+        assert ops <= {"Slice", "Concat"}
 
 
 def test_cheap_layers_merge() -> None:
