@@ -101,9 +101,11 @@ class NodeProc:
             elif line.startswith("control:"):
                 self.control = line.split()[-1]
 
-    def wait_for(self, predicate: Callable[[Event], bool], timeout_s: float) -> Event:
-        """The first event (already seen or new) matching `predicate`; TimeoutError otherwise."""
-        for event in self.events:
+    def wait_for(
+        self, predicate: Callable[[Event], bool], timeout_s: float, since: int = 0
+    ) -> Event:
+        """The first event from index `since` on (seen or new) matching `predicate`."""
+        for event in self.events[since:]:
             if predicate(event):
                 return event
         deadline = time.monotonic() + timeout_s
