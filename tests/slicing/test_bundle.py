@@ -122,21 +122,22 @@ def test_nothing_half_written_is_left(tmp_path: Path, monkeypatch: pytest.Monkey
 
 @pytest.mark.slow
 def test_proving_key_is_derived_deterministically_and_checked(
-    digits_bundle: Bundle, cache_dir: Path, tmp_path: Path
+    mlp_bundle: Bundle, cache_dir: Path, tmp_path: Path
 ) -> None:
-    entry = digits_bundle.slices[1]
+    # Any real bundle will do: a small one keeps the fresh setup sub-second.
+    entry = mlp_bundle.slices[1]
     srs = get_srs(entry["logrows"], cache_dir)
-    shared_pk, _ = get_proving_key(digits_bundle, 1, srs.path, cache_dir)
+    shared_pk, _ = get_proving_key(mlp_bundle, 1, srs.path, cache_dir)
     fresh_pk, fresh_vk, job = derive_keys(
-        digits_bundle.get_path(1, "model.compiled"), srs.path, srs.sha256, tmp_path / "fresh"
+        mlp_bundle.get_path(1, "model.compiled"), srs.path, srs.sha256, tmp_path / "fresh"
     )
     assert job is not None  # really derived again, not read from the shared cache
     assert compute_file_sha256(fresh_pk) == compute_file_sha256(shared_pk)
     assert compute_file_sha256(fresh_vk) == entry["vk_sha256"]
     # A manifest naming another vk hash refuses the derived key.
-    bad = json.loads(json.dumps(digits_bundle.manifest))
+    bad = json.loads(json.dumps(mlp_bundle.manifest))
     bad["slices"][1]["vk_sha256"] = "0" * 64
-    forged = replace(digits_bundle, manifest=bad, bundle_id=compute_bundle_id(bad))
+    forged = replace(mlp_bundle, manifest=bad, bundle_id=compute_bundle_id(bad))
     with pytest.raises(BundleError, match="derived vk does not match the manifest vk hash"):
         get_proving_key(forged, 1, srs.path, cache_dir)
 

@@ -15,7 +15,7 @@ from node.cli import main
 from slicing.bundle import MANIFEST_NAME, Bundle
 from slicing.runner import run_whole
 
-from .conftest import DIGITS, DIGITS_SAMPLE, write_input
+from .conftest import DIGITS, DIGITS_SAMPLE, MLP_INPUT, write_input
 
 
 def _fails(argv: list[str], capsys: pytest.CaptureFixture[str], match: str) -> None:
@@ -140,21 +140,23 @@ def test_bad_bundles(plan_bundle: Path, tmp_path: Path, capsys: pytest.CaptureFi
 
 @pytest.mark.slow
 def test_prove_local_report(
-    digits_bundle: Bundle, cache_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    mlp_bundle: Bundle, cache_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    # The digits chain is proven through the API (test_prove_digits); here a tiny bundle.
+    sample = write_input(tmp_path / "x.json", MLP_INPUT)
     report = tmp_path / "r" / "report.json"
     argv = [
         "prove-local",
-        str(digits_bundle.root),
+        str(mlp_bundle.root),
         "--input",
-        str(DIGITS_SAMPLE),
+        str(sample),
         "--json",
         str(report),
         "--cache-dir",
         str(cache_dir),
         "--quiet",
         "--bundle-id",
-        digits_bundle.bundle_id,
+        mlp_bundle.bundle_id,
     ]
     assert main(argv) == 0
     printed = capsys.readouterr()
@@ -162,7 +164,7 @@ def test_prove_local_report(
     assert "NOT secure" in printed.err
     doc = json.loads(report.read_text())
     assert doc["proven_fraction"] == 1.0 and doc["chain_verified"] is True
-    assert doc["bundle_id"] == digits_bundle.bundle_id
+    assert doc["bundle_id"] == mlp_bundle.bundle_id
     keys = {"logrows", "rows", "witness_s", "prove_s", "verify_s", "peak_rss_mb", "proof_bytes"}
     assert all(keys <= set(row) for row in doc["slices"])
 
