@@ -3,9 +3,10 @@
 `load_model` is the single door for model files: it rejects what is missing, not ONNX, truncated
 or unsupported with a one-line `ModelError`, then normalises the graph: batch fixed to 1,
 initializers no longer listed as graph inputs, small constant sub-graphs folded into initializers,
-the ONNX defaults EZKL needs spelled out (Conv/pool kernel_shape, strides, pads, dilations; auto_pad
-made explicit), a unique name on every node, and a concrete shape for every tensor (static
-inference, then onnxruntime as a fallback). The helpers below read tensor facts off such a model.
+dead nodes dropped, the ONNX defaults EZKL needs spelled out (Conv/pool kernel_shape, strides,
+pads, dilations; auto_pad made explicit), a unique name on every node, and a concrete shape for
+every tensor (static inference, then onnxruntime as a fallback). The helpers below read tensor
+facts off such a model.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from google.protobuf.message import DecodeError
 from onnx import helper, numpy_helper
 
 from slicing.errors import ModelError
-from slicing.graph_fold import fold_constants
+from slicing.graph_fold import fold_constants, remove_dead_nodes
 from slicing.types import TensorInfo
 
 MODEL_BYTES_MAX = 1 << 31  # protobuf's own limit; larger models need external data we do not take
@@ -59,6 +60,9 @@ def normalise_model(model: onnx.ModelProto, source: str = "model") -> onnx.Model
     _fix_batch(model, source)
     _name_nodes(model)
     model = fold_constants(model)
+    remove_dead_nodes(model)  # a node whose result nobody reads would make a slice with no output
+    if len(model.graph.node) == 0:
+        raise ModelError(f"{source}: no node contributes to the model outputs")
     model = infer_shapes(model, source)
     _fill_defaults(model)
     return model

@@ -163,3 +163,55 @@ def conv_stack_model(
     )  # fmt: skip
     weights["v"] = np.abs(rng.standard_normal(cout)).astype(np.float32) + 0.5
     return normalise_model(make_model(nodes, {"x": [1, cin, size, size]}, ["y"], weights))
+
+
+def random_dag_model(
+    seed: int, nodes_count: int, two_inputs: bool, channels: int = 4, size: int = 8
+) -> onnx.ModelProto:
+    """A random DAG on [1, C, H, H] tensors: convs, activations, skip Adds, Muls, pools, concats.
+
+    Every node reads one or two earlier tensors (any of them, so skips are common); the last
+    tensor and one random earlier tensor are the model outputs.
+    """
+    rng = np.random.default_rng(seed)
+    tensors = ["x0", "x1"] if two_inputs else ["x0"]
+    nodes: list[onnx.NodeProto] = []
+    weights: dict[str, np.ndarray] = {}
+    for k in range(nodes_count):
+        a = tensors[int(rng.integers(len(tensors)))]
+        b = tensors[int(rng.integers(len(tensors)))]
+        out = f"t{k}"
+        kind = int(rng.integers(6))
+        if kind == 0:
+            weights[f"w{k}"] = rng.standard_normal((channels, channels, 3, 3)).astype(np.float32)
+            weights[f"w{k}"] *= 0.3 / np.sqrt(channels / 4)
+            weights[f"b{k}"] = rng.standard_normal(channels).astype(np.float32) * 0.1
+            nodes.append(helper.make_node("Conv", [a, f"w{k}", f"b{k}"], [out], name=f"n{k}",
+                                          kernel_shape=[3, 3], pads=[1, 1, 1, 1]))  # fmt: skip
+        elif kind == 1:
+            nodes.append(helper.make_node("Relu", [a], [out], name=f"n{k}"))
+        elif kind == 2:
+            nodes.append(helper.make_node("Add", [a, b], [out], name=f"n{k}"))
+        elif kind == 3:
+            weights[f"m{k}"] = rng.uniform(0.5, 1.5, (1, channels, 1, 1)).astype(np.float32)
+            nodes.append(helper.make_node("Mul", [a, f"m{k}"], [out], name=f"n{k}"))
+        elif kind == 4:
+            nodes.append(helper.make_node("MaxPool", [a], [out], name=f"n{k}",
+                                          kernel_shape=[3, 3], pads=[1, 1, 1, 1]))  # fmt: skip
+        else:
+            weights[f"w{k}"] = rng.standard_normal((channels, 2 * channels, 1, 1)).astype(
+                np.float32
+            )
+            weights[f"w{k}"] *= 0.3 / np.sqrt(channels / 4)
+            nodes.append(helper.make_node("Concat", [a, b], [f"{out}c"], name=f"n{k}c", axis=1))
+            nodes.append(helper.make_node("Conv", [f"{out}c", f"w{k}"], [out], name=f"n{k}",
+                                          kernel_shape=[1, 1]))  # fmt: skip
+        tensors.append(out)
+    outputs = [tensors[-1]]
+    extra = tensors[int(rng.integers(len(tensors) - 1))]
+    if extra not in outputs and not extra.startswith("x"):
+        outputs.append(extra)
+    inputs = {name: [1, channels, size, size] for name in tensors if name.startswith("x")}
+    used = {i for n in nodes for i in n.input}
+    inputs = {k: v for k, v in inputs.items() if k in used or k == "x0"}
+    return normalise_model(make_model(nodes, inputs, outputs, weights))

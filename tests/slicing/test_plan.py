@@ -23,6 +23,7 @@ from tests.slicing.conftest_graph import (
     check_topological,
     compute_max_diff,
     make_model,
+    random_dag_model,
     random_weights,
     skip_model,
     two_input_two_output_model,
@@ -267,3 +268,25 @@ def test_batch_oracle_is_used_and_unbuildable_nodes_end_alone() -> None:
     assert sorted(sliced.meta["over_budget"]) == [s.index for s in gemm_slices]
     check_topological(sliced)
     assert compute_max_diff(DIGITS, sliced) <= 1e-4
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    seed=st.integers(min_value=0, max_value=10_000),
+    nodes_count=st.integers(min_value=2, max_value=24),
+    two_inputs=st.booleans(),
+    logrows=st.sampled_from([15, 16, None]),
+    shape=st.sampled_from([(4, 8), (8, 12)]),
+)
+def test_random_dags_slice_correctly(
+    seed: int, nodes_count: int, two_inputs: bool, logrows: int | None, shape: tuple[int, int]
+) -> None:
+    model = random_dag_model(seed, nodes_count, two_inputs, *shape)
+    sliced = slice_model(model, Budget(max_logrows=logrows))
+    check_topological(sliced)
+    assert compute_max_diff(model, sliced, seed=seed) <= 1e-4
+    everything = build_sliced_model(
+        model, [[i] for i in range(len(model.graph.node))], Budget()
+    )  # one node per slice: every edge of the DAG is a boundary
+    check_topological(everything)
+    assert compute_max_diff(model, everything, seed=seed) <= 1e-4
