@@ -198,6 +198,18 @@ def _measure_shapes(model: onnx.ModelProto, names: list[str], source: str) -> No
         model.graph.value_info.append(helper.make_tensor_value_info(name, elem, list(arr.shape)))
 
 
+def is_normalised(model: onnx.ModelProto) -> bool:
+    """Whether every tensor has a concrete shape and every node a unique name (load_model)."""
+    shapes = get_tensor_shapes(model)
+    names = [n.name for n in model.graph.node]
+    return (
+        all(names)
+        and len(set(names)) == len(names)
+        and all(o in shapes for o in iter_node_outputs(model))
+        and all(vi.name in shapes for vi in model.graph.input)
+    )
+
+
 def iter_node_outputs(model: onnx.ModelProto) -> Iterable[str]:
     for node in model.graph.node:
         yield from (o for o in node.output if o)

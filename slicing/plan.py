@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 import onnx
 
 from slicing.errors import BudgetError
-from slicing.graph import get_model_inputs, get_model_outputs
+from slicing.graph import get_model_inputs, get_model_outputs, is_normalised, normalise_model
 from slicing.onnx_split import (
     GraphIndex,
     compute_boundaries,
@@ -83,6 +83,8 @@ def slice_model(
 ) -> SlicedModel:
     """Cut a model from `graph.load_model` into slices that fit `budget` (see module docstring)."""
     logrows_max = compute_logrows_max(budget)
+    if not is_normalised(model):  # e.g. straight from onnx.load: normalise it the same way
+        model = normalise_model(model)
     rows_max = None
     if logrows_max is not None:
         rows_max = int(compute_rows_max(logrows_max) * HEURISTIC_MARGIN)

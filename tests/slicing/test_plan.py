@@ -290,3 +290,11 @@ def test_random_dags_slice_correctly(
     )  # one node per slice: every edge of the DAG is a boundary
     check_topological(everything)
     assert compute_max_diff(model, everything, seed=seed) <= 1e-4
+
+
+def test_a_raw_model_is_normalised_first() -> None:
+    raw = onnx.load(str(DIGITS_MODEL))
+    raw.graph.node[0].name = ""  # not as load_model leaves it
+    sliced = slice_model(raw, Budget(max_logrows=15))
+    assert len(sliced.slices) == 2
+    assert compute_max_diff(DIGITS, sliced) <= 1e-5
