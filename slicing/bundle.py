@@ -1,13 +1,15 @@
-"""Bundles on disk: the manifest, atomic writing, loading with hash checks, and the proving-key
-cache.
+"""Bundles: building, the manifest, atomic writing, loading with hash checks, the proving-key cache.
 
-A bundle is a folder: `manifest.json` and `slices/NNN/` holding `model.onnx` and, when the slice is
-provable, `settings.json`, `model.compiled` and `vk.key`. The manifest names every file with its
-sha256; the bundle id is the sha256 of the canonical manifest JSON (sorted keys, no spaces), so the
-id commits to every byte. A bundle is written into a temporary sibling folder and renamed at the
-end, so nothing half-written ever carries the final name. Proving keys are never shipped:
-`get_proving_key` derives them with EZKL `setup` (deterministic) into a cache addressed by
-(compiled circuit, SRS) hashes and checks the derived vk against the manifest before use.
+`write_bundle` builds one: every slice is calibrated on the activations that really reach it (the
+chained onnxruntime run of the sample input), compiled and set up in worker processes; a slice EZKL
+cannot build falls back to onnxruntime (unproven). A bundle is a folder: `manifest.json` and
+`slices/NNN/` holding `model.onnx` and, when the slice is provable, `settings.json`,
+`model.compiled` and `vk.key`. The manifest names every file with its sha256; the bundle id is the
+sha256 of the canonical manifest JSON (sorted keys, no spaces), so the id commits to every byte. A
+bundle is written into a temporary sibling folder and renamed at the end, so nothing half-written
+ever carries the final name. Proving keys are never shipped: `get_proving_key` derives them with
+EZKL `setup` (deterministic) into a cache addressed by (compiled circuit, SRS) hashes and checks the
+derived vk against the manifest before use.
 """
 
 from __future__ import annotations
@@ -17,12 +19,17 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from slicing.errors import BundleError
-from slicing.srs import compute_file_sha256
+import numpy as np
+
+from slicing.errors import BundleError, WorkerError
+from slicing.progress import NullProgress, ProgressSink
+from slicing.srs import compute_file_sha256, get_srs
+from slicing.types import Budget, SlicedModel, SliceSpec, TensorInfo
 from slicing.worker import WorkerResult, run_job
 
 BUNDLE_FORMAT = "dsperse-bundle/1"
@@ -197,3 +204,173 @@ def get_proving_key(
             "(different SRS or EZKL version?)"
         )
     return pk, job
+
+
+# ---- building ----------------------------------------------------------------------------------
+
+LOGROWS_DEFAULT_MAX = 20  # calibration cap when the budget sets none
+BUILD_TIMEOUT_S = 900.0
+
+
+def compute_max_logrows(budget: Budget) -> int:
+    """The largest logrows a slice may calibrate to under `budget` (the planner's rule)."""
+    from slicing.plan import compute_logrows_max
+
+    limit = compute_logrows_max(budget)
+    return LOGROWS_DEFAULT_MAX if limit is None else limit
+
+
+@dataclass
+class BuildOptions:
+    budget: Budget = field(default_factory=Budget)
+    policy: ScalePolicy = field(default_factory=ScalePolicy)
+    cache_dir: Path = Path(".")
+    srs_file: Path | None = None
+    circuits: bool = True
+    exact_cost: bool = False
+    # Filled by the build: per-slice calibrate/compile/setup figures (not part of the manifest,
+    # which holds only what identifies the bundle).
+    stats: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _tensor_entry(t: TensorInfo, scale: int | None) -> dict[str, Any]:
+    return {
+        "name": t.name,
+        "shape": list(t.shape),
+        "elements": int(np.prod(t.shape)),
+        "scale": scale,
+    }
+
+
+def _build_circuit(
+    spec: SliceSpec, folder: Path, acts: Mapping[str, np.ndarray], opts: BuildOptions
+) -> dict[str, Any]:
+    """Calibrate + compile one slice in a worker; its summary, or {"fallback": reason}."""
+    data = folder.parent / f"calib-{spec.index}.json"
+    data.write_text(
+        json.dumps({"input_data": [np.asarray(acts[t.name]).ravel().tolist() for t in spec.inputs]})
+    )
+    args = {
+        "model": str(folder / "model.onnx"),
+        "calibration_data": str(data),
+        "out_dir": str(folder),
+        "policy": opts.policy.as_dict(),
+        "max_logrows": compute_max_logrows(opts.budget),
+    }
+    try:
+        summary: dict[str, Any] = run_job("build_circuit", args, timeout_s=BUILD_TIMEOUT_S).value
+    except WorkerError as exc:
+        return {"fallback": f"EZKL cannot build this slice: {exc}"}
+    finally:
+        data.unlink()
+    scales = set(summary["input_scales"]) | set(summary["output_scales"])
+    if scales != {opts.policy.scale}:
+        return {"fallback": f"scales {sorted(scales)} differ from the bundle scale"}
+    return summary
+
+
+def _drop_circuit(folder: Path) -> None:
+    for name in ("settings.json", "model.compiled", "vk.key"):
+        (folder / name).unlink(missing_ok=True)
+
+
+def write_bundle(
+    sliced: SlicedModel,
+    inputs: Mapping[str, np.ndarray],
+    source: dict[str, str],
+    out_dir: Path,
+    opts: BuildOptions,
+    progress: ProgressSink | None = None,
+) -> Bundle:
+    """Calibrate every slice on the chained activations of `inputs`, compile and set it up (a slice
+    EZKL cannot build falls back to onnxruntime); write the bundle atomically and load it back."""
+    from slicing.runner import run_chain
+
+    progress = progress or NullProgress()
+    staging = create_staging_dir(Path(out_dir))
+    try:
+        acts = {**inputs, **run_chain(sliced, dict(inputs))} if opts.circuits else {}
+        entries, srs = _write_slices(sliced, staging, acts, opts, progress)
+        scale = opts.policy.scale
+        manifest = {
+            "format": BUNDLE_FORMAT,
+            "ezkl_version": _ezkl_version(),
+            "model": {
+                **source,
+                "inputs": [_tensor_entry(t, scale) for t in sliced.model_inputs],
+                "outputs": [_tensor_entry(t, scale) for t in sliced.model_outputs],
+            },
+            "budget": {
+                "max_logrows": opts.budget.max_logrows,
+                "max_memory_mb": opts.budget.max_memory_mb,
+            },
+            "policy": {
+                **opts.policy.as_dict(),
+                "calibration_target": "resources",
+                "visibility": {"input": "public", "output": "public", "param": "fixed"},
+            },
+            "circuits": opts.circuits,
+            "srs": srs,
+            "slices": entries,
+        }
+        commit_bundle(staging, Path(out_dir), manifest)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)
+    return load_bundle(Path(out_dir))
+
+
+def _ezkl_version() -> str:
+    from importlib.metadata import version
+
+    return version("ezkl")
+
+
+def _write_slices(
+    sliced: SlicedModel,
+    staging: Path,
+    acts: Mapping[str, np.ndarray],
+    opts: BuildOptions,
+    progress: ProgressSink,
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    entries: list[dict[str, Any]] = []
+    srs_used: dict[str, Any] = {}
+    progress.start(len(sliced.slices) * (2 if opts.circuits else 1), "slice")
+    for spec in sliced.slices:
+        folder = staging / "slices" / f"{spec.index:03d}"
+        folder.mkdir(parents=True)
+        (folder / "model.onnx").write_bytes(spec.model.SerializeToString())
+        entry: dict[str, Any] = {
+            "index": spec.index,
+            "dir": f"slices/{spec.index:03d}",
+            "note": spec.note,
+            "proven": False,
+            "fallback": "no circuits",
+        }
+        scale: int | None = None
+        if opts.circuits:
+            progress.step(f"slice {spec.index}: calibrate + compile")
+            summary = _build_circuit(spec, folder, acts, opts)
+            progress.advance()
+            progress.step(f"slice {spec.index}: setup")
+            if "fallback" in summary:
+                _drop_circuit(folder)
+                entry["fallback"] = summary["fallback"]
+                progress.note(
+                    f"slice {spec.index} falls back to onnxruntime: {summary['fallback']}"
+                )
+            else:
+                lr = int(summary["logrows"])
+                srs = get_srs(lr, opts.cache_dir, opts.srs_file)
+                srs_used[str(lr)] = {"sha256": srs.sha256, "source": srs.source}
+                _, vk, _ = derive_keys(
+                    folder / "model.compiled", srs.path, srs.sha256, opts.cache_dir
+                )
+                (folder / "vk.key").write_bytes(vk.read_bytes())
+                scale = opts.policy.scale
+                entry.update(proven=True, fallback="", logrows=lr, rows=int(summary["rows"]))
+        progress.advance()
+        entry["inputs"] = [_tensor_entry(t, scale) for t in spec.inputs]
+        entry["outputs"] = [_tensor_entry(t, scale) for t in spec.outputs]
+        entries.append(entry)
+    return entries, srs_used

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from slicing import api
+from slicing import bundle as bundle_module
 from slicing.bundle import (
     MANIFEST_NAME,
     Bundle,
@@ -103,13 +104,13 @@ def test_nothing_half_written_is_left(tmp_path: Path, monkeypatch: pytest.Monkey
     with pytest.raises(InputError):
         api.build_bundle(DIGITS, short, tmp_path / "out" / "b", opts)
     assert not (tmp_path / "out" / "b").exists()
-    real = api._write_slices
+    real = bundle_module._write_slices
 
     def fail_midway(*args: object, **kwargs: object) -> object:
         real(*args, **kwargs)  # slice files are written into staging, then the build fails
         raise BundleError("injected failure")
 
-    monkeypatch.setattr(api, "_write_slices", fail_midway)
+    monkeypatch.setattr(bundle_module, "_write_slices", fail_midway)
     with pytest.raises(BundleError, match="injected"):
         api.build_bundle(DIGITS, DIGITS_SAMPLE, tmp_path / "out" / "b", opts)
     assert list((tmp_path / "out").iterdir()) == []  # no bundle, no staging folder
