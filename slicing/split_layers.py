@@ -24,6 +24,7 @@ from slicing.graph_fold import remove_dead_nodes
 from slicing.onnx_split import GraphIndex, compute_graph_index
 from slicing.plan_cost import (
     GATHER_ROWS_PER_ELEM,
+    OUTPUT_ROWS_PER_ELEM,
     compute_input_rows,
     compute_node_rows,
     compute_output_rows,
@@ -196,43 +197,46 @@ def _int(node: onnx.NodeProto, name: str, default: int) -> int:
 
 
 def plan_parts(index: GraphIndex, layer: Layer, capacity: float) -> list[Part] | None:
-    """Channel groups × row tiles with the fewest parts that each fit; None = leave the layer."""
+    """Channel groups × row tiles giving the fewest slices, then the fewest rows; None = leave it.
+
+    A tiled layer also needs Slice nodes that cut each tile (with halo) out of the input; they
+    share slices, as many per slice as fit next to the input they read.
+    """
     node = index.nodes[layer.node]
     x = index.shapes[node.input[0]]
-    whole = layer.rows + compute_input_rows([x])
-    if whole <= capacity:
+    x_rows = compute_input_rows([x])
+    if layer.rows + x_rows <= capacity:
         return None
     can_tile = node.op_type == "Conv" and len(x.shape) == 4
-    heights = _tile_heights(index, layer) if can_tile else [0]
     out_h = index.shapes[node.output[0]].shape[2] if can_tile else 1
-    best: tuple[int, int, int] | None = None  # (parts, -height, groups size)
-    for th in heights:
-        per_channel = layer.rows / layer.channels
-        if th:
-            per_channel *= th / out_h
-            in_rows = _tile_input_height(node, x.shape[2], th)
-            input_cost = compute_input_rows([x]) * in_rows / x.shape[2]
-            # The Slice that cuts the tile out of the input must fit a slice of its own too.
-            tile_elems = _numel(x.shape) * in_rows / x.shape[2]
-            slice_rows = compute_input_rows([x]) + GATHER_ROWS_PER_ELEM * tile_elems
-            if slice_rows + compute_output_rows([x]) * in_rows / x.shape[2] > capacity:
-                continue
-        else:
-            input_cost = compute_input_rows([x])
-        room = capacity - input_cost
+    best: tuple[int, float, int, int] | None = None  # (slices, rows, -height, group size)
+    for th in _tile_heights(index, layer) if can_tile else [0]:
+        fraction = th / out_h if th else 1.0
+        in_fraction = _tile_input_height(node, x.shape[2], th) / x.shape[2] if th else 1.0
+        per_channel = layer.rows / layer.channels * fraction
+        room = capacity - x_rows * in_fraction
         if room < per_channel:
             continue
         g = min(layer.channels, int(room // per_channel))
         tiles = math.ceil(_useful_rows(index, layer) / th) if th else 1
-        # Each tile also costs a Slice of the input, which often needs a slice of its own.
-        count = math.ceil(layer.channels / g) * tiles + (tiles if th else 0)
-        key = (count, -th, g)
+        parts = math.ceil(layer.channels / g) * tiles
+        part_rows = per_channel * g + x_rows * in_fraction
+        slices, rows = parts, parts * part_rows
+        if th:
+            tile_elems = _numel(x.shape) * in_fraction
+            cut_rows = (GATHER_ROWS_PER_ELEM + OUTPUT_ROWS_PER_ELEM) * tile_elems
+            per_slice = int((capacity - x_rows) // cut_rows)
+            if per_slice < 1:
+                continue  # even one tile cut does not fit a slice
+            cut_slices = math.ceil(tiles / per_slice)
+            slices += cut_slices
+            rows += cut_slices * x_rows + tiles * cut_rows
+        key = (slices, rows, -th, g)
         if best is None or key < best:
             best = key
     if best is None or best[0] > PARTS_COUNT_MAX:
         return None
-    count, neg_th, g = best
-    return _make_parts(index, layer, g, -neg_th)
+    return _make_parts(index, layer, best[3], -best[2])
 
 
 def _numel(shape: tuple[int, ...]) -> int:

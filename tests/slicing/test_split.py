@@ -195,6 +195,7 @@ def test_dense_after_split_conv_is_split_by_inputs(trans_b: int) -> None:
     sliced = check_sliced(model, Budget(max_logrows=15))
     assert sliced.meta["over_budget"] == []
     notes = " | ".join(s.note for s in sliced.slices)
-    assert "dense inputs 0-255" in notes and "dense sum" in notes
+    assert "dense inputs 0-" in notes and "dense sum" in notes
     ops = [n.op_type for n in sliced.rewritten.graph.node]
-    assert "Flatten" in ops and ops.count("Gemm") == 16  # one partial product per channel group
+    groups = ops.count("Gemm")  # one partial product per channel group of the conv
+    assert groups > 1 and ops.count("Flatten") == groups and ops.count("Add") == groups - 1
