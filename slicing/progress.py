@@ -25,6 +25,14 @@ class ProgressSink(Protocol):
 class NullProgress:
     """Reports nothing (`--quiet`, tests, node/)."""
 
+    def __enter__(self) -> NullProgress:
+        return self
+
+    def __exit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        return None
+
     def start(self, total: int, title: str) -> None:
         return None
 

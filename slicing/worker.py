@@ -95,6 +95,11 @@ def run_job(
             monitor.start()
             try:
                 _, status, usage = os.wait4(proc.pid, 0)
+            except BaseException:  # interrupted (Ctrl-C): never leave a prover running behind us
+                proc.kill()
+                os.waitpid(proc.pid, 0)
+                proc.returncode = -9
+                raise
             finally:
                 monitor.stop.set()
                 monitor.join(timeout=5.0)

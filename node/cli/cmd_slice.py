@@ -16,9 +16,12 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from node.cli.common import CliError
+
+if TYPE_CHECKING:
+    from slicing.progress import NullProgress, RichProgress
 
 REPORT_COLUMNS = (
     ("slice", "index", "{:d}"),
@@ -135,7 +138,8 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
-def _progress(quiet: bool) -> Any:
+def _progress(quiet: bool) -> NullProgress | RichProgress:
+    """A progress context: rich bars on stderr, or nothing with --quiet."""
     from slicing.progress import NullProgress, RichProgress
 
     return NullProgress() if quiet else RichProgress()
@@ -184,8 +188,7 @@ def run_slice(args: argparse.Namespace) -> int:
     )
     if opts.circuits:
         _warn_dev_srs(args)
-    progress = _progress(args.quiet)
-    with progress if hasattr(progress, "__enter__") else _nullcontext():
+    with _progress(args.quiet) as progress:
         bundle = api.build_bundle(args.model, args.input, args.out, opts, progress)
     proven = sum(1 for e in bundle.slices if e["proven"])
     print(f"bundle {bundle.bundle_id} at {bundle.root}")
@@ -194,14 +197,6 @@ def run_slice(args: argparse.Namespace) -> int:
         print(f"  slice {e['index']}: {e['note'] or '-'}  ({where})")
     print(f"{len(bundle.slices)} slices, {proven} provable")
     return 0
-
-
-class _nullcontext:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
 
 def _format_table(rows: list[dict[str, Any]]) -> str:
@@ -230,8 +225,7 @@ def run_prove_local(args: argparse.Namespace) -> int:
         raise CliError(f"bundle {args.bundle} has no circuits (made with --no-circuits)")
     _warn_dev_srs(args)
     prover = EzklProver(get_cache_dir(args.cache_dir), args.srs, max_rss_mb=args.max_rss_mb)
-    progress = _progress(args.quiet)
-    with progress if hasattr(progress, "__enter__") else _nullcontext():
+    with _progress(args.quiet) as progress:
         report = api.prove_chain(bundle, inputs, prover, progress)
     print(_format_table(report.slices))
     for name, out in report.outputs.items():
