@@ -161,6 +161,7 @@ def derive_keys(
     folder = cache_dir / "pk" / key
     pk, vk = folder / "pk.key", folder / "vk.key"
     if pk.is_file() and vk.is_file():
+        os.utime(folder)  # mark as recently used for prune_pk_cache
         return pk, vk, None
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=folder.parent))
@@ -185,6 +186,31 @@ def derive_keys(
         if staging.exists():
             shutil.rmtree(staging)
     return pk, vk, job
+
+
+def prune_pk_cache(cache_dir: Path, bytes_max: int) -> list[str]:
+    """Delete the least recently used proving keys until the cache holds at most `bytes_max`.
+
+    Keys are cheap to re-derive (setup is deterministic) and large (138 MB at logrows 15, GBs
+    above), so the cache is bounded by size; returns the keys removed."""
+    root = Path(cache_dir) / "pk"
+    if not root.is_dir():
+        return []
+    entries = []
+    for folder in root.iterdir():
+        if folder.is_dir() and not folder.name.startswith("."):
+            size = sum(f.stat().st_size for f in folder.iterdir() if f.is_file())
+            entries.append((folder.stat().st_mtime, folder.name, size, folder))
+    entries.sort()
+    total = sum(e[2] for e in entries)
+    removed = []
+    for _, name, size, folder in entries:
+        if total <= bytes_max:
+            break
+        shutil.rmtree(folder)
+        total -= size
+        removed.append(name)
+    return removed
 
 
 def get_proving_key(

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from slicing.bundle import Bundle, get_proving_key
+from slicing.bundle import Bundle, get_proving_key, prune_pk_cache
 from slicing.errors import BundleError, ProofError
 from slicing.srs import get_srs
 from slicing.worker import run_job
@@ -82,6 +82,7 @@ class EzklProver:
     srs_file: Path | None = None
     check: bool = True  # verify right after proving (in the same worker)
     max_rss_mb: float | None = None
+    pk_cache_bytes_max: int | None = None  # prune least recently used keys beyond this
 
     def get_srs_path(self, bundle: Bundle, index: int) -> Path:
         logrows = int(bundle.manifest["slices"][index]["logrows"])
@@ -110,6 +111,8 @@ class EzklProver:
             }
             job = run_job("prove", args, timeout_s=PROVE_TIMEOUT_S, max_rss_mb=self.max_rss_mb)
             proof = Path(job.value["proof"]).read_bytes()
+        if self.pk_cache_bytes_max is not None:
+            prune_pk_cache(self.cache_dir, self.pk_cache_bytes_max)
         v = job.value
         figures = {
             "logrows": float(bundle.manifest["slices"][index]["logrows"]),

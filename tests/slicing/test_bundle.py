@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 from dataclasses import replace
 from pathlib import Path
@@ -20,6 +21,7 @@ from slicing.bundle import (
     derive_keys,
     get_proving_key,
     load_bundle,
+    prune_pk_cache,
 )
 from slicing.errors import BundleError, InputError
 from slicing.srs import compute_file_sha256, get_srs
@@ -150,3 +152,16 @@ def test_srs_file_is_hashed_and_must_exist(tmp_path: Path) -> None:
     assert info.source == "file" and info.sha256 == compute_file_sha256(srs)
     with pytest.raises(BundleError, match="SRS file not found"):
         get_srs(15, tmp_path, tmp_path / "missing.srs")
+
+
+def test_pk_cache_is_pruned_least_recently_used_first(tmp_path: Path) -> None:
+    root = tmp_path / "pk"
+    for age, name in enumerate(["old", "mid", "new"]):
+        folder = root / name
+        folder.mkdir(parents=True)
+        (folder / "pk.key").write_bytes(b"k" * 1000)
+        os.utime(folder, (1_000_000 + age, 1_000_000 + age))
+    assert prune_pk_cache(tmp_path, 2500) == ["old"]
+    assert prune_pk_cache(tmp_path, 2500) == []
+    assert prune_pk_cache(tmp_path, 0) == ["mid", "new"]
+    assert prune_pk_cache(tmp_path / "none", 0) == []
