@@ -24,9 +24,18 @@ from slicing.bundle import (
     prune_pk_cache,
 )
 from slicing.errors import BundleError, InputError
+from slicing.prover import EzklProver
 from slicing.srs import compute_file_sha256, get_srs
 
-from .conftest import DIGITS, DIGITS_BUDGET, DIGITS_SAMPLE, write_input
+from .conftest import (
+    DIGITS,
+    DIGITS_BUDGET,
+    DIGITS_SAMPLE,
+    MLP_INPUT,
+    SMALL_POLICY,
+    make_mlp_sliced,
+    write_input,
+)
 
 
 def _copy(bundle: Bundle, tmp_path: Path) -> Path:
@@ -165,3 +174,25 @@ def test_pk_cache_is_pruned_least_recently_used_first(tmp_path: Path) -> None:
     assert prune_pk_cache(tmp_path, 2500) == []
     assert prune_pk_cache(tmp_path, 0) == ["mid", "new"]
     assert prune_pk_cache(tmp_path / "none", 0) == []
+
+
+@pytest.mark.slow
+def test_srs_file_is_recorded_and_enforced(
+    mlp_bundle: Bundle, cache_dir: Path, tmp_path: Path
+) -> None:
+    logrows = mlp_bundle.slices[0]["logrows"]
+    ceremony = tmp_path / "ceremony.srs"  # stands for a ceremony file given with --srs
+    shutil.copyfile(get_srs(logrows, cache_dir).path, ceremony)
+    sliced = make_mlp_sliced(with_unprovable=False)
+    opts = api.BuildOptions(
+        budget=sliced.budget, policy=SMALL_POLICY, cache_dir=tmp_path / "c", srs_file=ceremony
+    )
+    bundle = api.write_bundle(sliced, {"x": MLP_INPUT}, {"file": "mlp"}, tmp_path / "b", opts)
+    assert bundle.manifest["srs"][str(logrows)]["source"] == "file"
+    assert not (tmp_path / "c" / "srs").exists()  # nothing generated
+    art = EzklProver(tmp_path / "c", srs_file=ceremony).prove_slice(bundle, 0, {"x": MLP_INPUT[0]})
+    assert art.verified
+    other = tmp_path / "other.srs"
+    other.write_bytes(ceremony.read_bytes()[:-1] + b"\x00")
+    with pytest.raises(BundleError, match="is not the one the bundle names"):
+        EzklProver(tmp_path / "c", srs_file=other).prove_slice(bundle, 0, {"x": MLP_INPUT[0]})
