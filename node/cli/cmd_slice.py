@@ -81,7 +81,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     _add_common(p)
     p.set_defaults(func=run_slice)
+    _register_prove_local(sub)
+    _register_run_local(sub)
 
+
+def _register_prove_local(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("prove-local", help="prove every slice of a bundle here, verify the chain")
     p.add_argument("bundle", type=Path, metavar="BUNDLE_DIR")
     p.add_argument("--input", type=Path, required=True, metavar="X.json")
@@ -103,6 +107,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     _add_common(p)
     p.set_defaults(func=run_prove_local)
 
+
+def _register_run_local(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("run-local", help="run a bundle's slices chained (no proofs), write outputs")
     p.add_argument("bundle", type=Path, metavar="BUNDLE_DIR")
     p.add_argument("--input", type=Path, required=True, metavar="X.json")
