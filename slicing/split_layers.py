@@ -155,7 +155,7 @@ def _is_chain_node(
         return len(node.input) == 1
     rank = len(index.shapes[tensor].shape)
     if node.op_type in CHAIN_POOLS:
-        return axis == 1 and rank == 4 and not pooled and _is_tileable_pool(node)
+        return axis == 1 and rank == 4 and not pooled  # per channel; tiles need more (below)
     if node.op_type == "BatchNormalization":
         return axis == 1 and all(n in inits for n in node.input[1:5])
     if node.op_type == "Add" and len(node.input) == 2 and node.input[1] in inits:
@@ -207,7 +207,9 @@ def plan_parts(index: GraphIndex, layer: Layer, capacity: float) -> list[Part] |
     x_rows = compute_input_rows([x])
     if layer.rows + x_rows <= capacity:
         return None
+    pools = [index.nodes[j] for j in layer.chain if index.nodes[j].op_type in CHAIN_POOLS]
     can_tile = node.op_type == "Conv" and len(x.shape) == 4
+    can_tile = can_tile and all(_is_tileable_pool(p) for p in pools)  # windows within a tile
     out_h = index.shapes[node.output[0]].shape[2] if can_tile else 1
     best: tuple[int, float, int, int] | None = None  # (slices, rows, -height, group size)
     for th in _tile_heights(index, layer) if can_tile else [0]:

@@ -199,3 +199,18 @@ def test_dense_after_split_conv_is_split_by_inputs(trans_b: int) -> None:
     ops = [n.op_type for n in sliced.rewritten.graph.node]
     groups = ops.count("Gemm")  # one partial product per channel group of the conv
     assert groups > 1 and ops.count("Flatten") == groups and ops.count("Add") == groups - 1
+
+
+def test_overlapping_pool_joins_channel_groups_but_not_tiles() -> None:
+    rng = np.random.default_rng(0)
+    weights = random_weights(rng, w=(8, 3, 3, 3), b=(8,))
+    nodes = [
+        helper.make_node("Conv", ["x", "w", "b"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c"], ["r"], name="relu"),
+        helper.make_node("MaxPool", ["r"], ["y"], name="pool", kernel_shape=[3, 3],
+                         strides=[2, 2], pads=[1, 1, 1, 1]),
+    ]  # fmt: skip
+    model = normalise_model(make_model(nodes, {"x": [1, 3, 16, 16]}, ["y"], weights))
+    ops = [n.op_type for n in assert_rewrite_is_exact(model, 50_000).graph.node]
+    assert ops.count("MaxPool") == ops.count("Conv") > 1  # the pool is split with its channels
+    assert "Slice" not in ops  # a window of 3 at stride 2 would straddle row tiles
