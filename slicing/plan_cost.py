@@ -14,10 +14,10 @@ are about `5.5 * input elements + 9.5 * output elements + the sum over its nodes
 
 Examples (estimate / EZKL): Conv(3→6, 5×5)+ReLU on 3×32×32: 395,627 / 395,568;
 Conv(6→16, 5×5)+ReLU+MaxPool on 6×14×14: 198,668 / 198,480; Gemm(400→120)+ReLU: 31,372 / 31,040;
-BatchNorm on 4×16×16: 40,448 / 40,448. After `calibrate_settings(target="resources")` EZKL needs
-fewer rows still (e.g. 28,280 for that Gemm) and never fewer than logrows 15 (its 14-bit
-range-check table), hence `MIN_LOGROWS`. Proving memory follows logrows (measured ≈ 0.35 GB at 15,
-doubling per logrow).
+BatchNorm on 4×16×16: 40,448 / 40,448. Rows do not depend on the scales (same at 7, 10 and 13).
+After `calibrate_settings(target="resources")` EZKL needs fewer rows still (e.g. 28,280 for that
+Gemm) and never fewer than logrows 15 (its 14-bit range-check table), hence `MIN_LOGROWS`.
+Proving memory follows logrows (measured ≈ 0.35 GB at 15, doubling per logrow).
 """
 
 from __future__ import annotations
