@@ -7,15 +7,17 @@ counted drops, never unbounded memory or a stalled network task.
 
 from __future__ import annotations
 
+import logging
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
 import trio
 
-from p2p.abc import GossipMessage, PeerEvent, Verdict
+from p2p.abc import GossipMessage, PeerEvent, Validator, Verdict
 
 T = TypeVar("T")
+_log = logging.getLogger("p2p")
 
 
 class BoundedOutbox(Generic[T]):
@@ -73,6 +75,27 @@ class TransportCounters:
 
     def snapshot_in(self) -> dict[str, dict[str, int]]:
         return {topic: dict(c) for topic, c in self.messages_in.items()}
+
+
+def judge(
+    validator: Validator | None, message: GossipMessage, bytes_max: int, counters: TransportCounters
+) -> Verdict:
+    """The verdict on one inbound gossip message, shared by both transports, counted by topic."""
+    if validator is None:
+        counters.drop("not_subscribed")
+        verdict = Verdict.IGNORE
+    elif len(message.data) > bytes_max:
+        counters.drop("oversize")
+        verdict = Verdict.REJECT
+    else:
+        try:
+            verdict = validator(message)
+        except Exception:  # a validator bug must not let a remote peer crash the node
+            _log.exception("validator for %s raised; message rejected", message.topic)
+            counters.drop("validator_error")
+            verdict = Verdict.REJECT
+    counters.verdict(message.topic, verdict)
+    return verdict
 
 
 class Deliveries:

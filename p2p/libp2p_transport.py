@@ -7,13 +7,16 @@ before the first dial (P9), content message ids as raw digests (P15), strict sig
 an orderly shutdown (P22). Our three-valued `Verdict` is mapped onto libp2p's boolean validation
 here and only here: ACCEPT passes, REJECT fails and penalises the forwarder (P4 score), IGNORE
 fails without the penalty. Both are counted per topic.
+
+This module is longer than the house ~400 lines because it is the only one allowed to import
+libp2p; everything that does not need libp2p lives elsewhere (p2p.reqresp, p2p.bootstrap,
+p2p.counters.judge, p2p.codec).
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-import random
 import socket
 import weakref
 from collections.abc import Sequence
@@ -55,19 +58,20 @@ from p2p.abc import (
     Validator,
     Verdict,
 )
-from p2p.codec import decode_response, encode_frame, encode_response, read_frame
-from p2p.counters import Deliveries, TransportCounters
+from p2p.bootstrap import keep_connected
+from p2p.codec import encode_frame
+from p2p.counters import Deliveries, TransportCounters, judge
 from p2p.errors import (
     DialFailed,
     InvalidAddress,
     MessageTooLarge,
-    P2PError,
     RequestFailed,
     RequestTimeout,
     TransportNotRunning,
     UnknownTopic,
     WaitTimeout,
 )
+from p2p.reqresp import exchange_request, serve_request
 
 GOSSIP_PROTOCOLS = ("/meshsub/1.1.0", "/meshsub/1.0.0")  # 1.2.0 doubles the cost (P8)
 LOGGER_NAME = "libp2p"
@@ -154,6 +158,36 @@ def _socket_stream_of(conn: INetConn) -> trio.SocketStream | None:
     return node if isinstance(node, trio.SocketStream) else None
 
 
+def _make_router() -> GossipSub:
+    """GossipSub /meshsub/1.1.0 with the settings measured in notes/py-libp2p.md."""
+    return GossipSub(
+        protocols=[TProtocol(p) for p in GOSSIP_PROTOCOLS],
+        degree=6,
+        degree_low=4,
+        degree_high=12,
+        heartbeat_interval=1,
+        heartbeat_initial_delay=0.1,
+        gossip_window=3,
+        gossip_history=5,
+        time_to_live=60,
+        do_px=False,
+        prune_back_off=60,
+        unsubscribe_back_off=10,
+        adaptive_gossip_enabled=False,  # P2
+        max_messages_per_topic_per_second=500,  # P3
+        spam_protection_enabled=True,
+        eclipse_protection_enabled=False,  # every peer shares 127.0.0.1 in tests and simnet
+        score_params=ScoreParams(
+            p4_invalid_messages=TopicScoreParams(weight=10.0, cap=100.0, decay=0.9),
+            p5_behavior_penalty_weight=1.0,
+            p5_behavior_penalty_decay=0.9,
+            publish_threshold=-50,
+            gossip_threshold=-20,
+            graylist_threshold=-80,
+        ),
+    )
+
+
 def _local_ipv4s() -> list[str]:
     try:
         found = socket.gethostbyname_ex(socket.gethostname())[2]
@@ -228,32 +262,7 @@ class Libp2pTransport:
             muxer_opt={k: v for k, v in create_yamux_muxer_option().items() if "yamux" in k},
             connection_config=ConnectionConfig(max_connections_per_peer=1),  # P1
         )
-        self._router = GossipSub(
-            protocols=[TProtocol(p) for p in GOSSIP_PROTOCOLS],
-            degree=6,
-            degree_low=4,
-            degree_high=12,
-            heartbeat_interval=1,
-            heartbeat_initial_delay=0.1,
-            gossip_window=3,
-            gossip_history=5,
-            time_to_live=60,
-            do_px=False,
-            prune_back_off=60,
-            unsubscribe_back_off=10,
-            adaptive_gossip_enabled=False,  # P2
-            max_messages_per_topic_per_second=500,  # P3
-            spam_protection_enabled=True,
-            eclipse_protection_enabled=False,  # every peer shares 127.0.0.1 in tests and simnet
-            score_params=ScoreParams(
-                p4_invalid_messages=TopicScoreParams(weight=10.0, cap=100.0, decay=0.9),
-                p5_behavior_penalty_weight=1.0,
-                p5_behavior_penalty_decay=0.9,
-                publish_threshold=-50,
-                gossip_threshold=-20,
-                graylist_threshold=-80,
-            ),
-        )
+        self._router = _make_router()
         self._pubsub = Pubsub(
             self._host,
             self._router,
@@ -264,18 +273,26 @@ class Libp2pTransport:
             validation_timeout=5.0,
             allowed_topics=set(s.topics) if s.topics else None,
         )
+        self._patch_pubsub()
+        self._guard_pubsub_streams()
+        self._host.get_network().register_notifee(_ConnNotifee(self))
+        for protocol_id in self._handlers:
+            self._register_handler(protocol_id)
+
+    def _patch_pubsub(self) -> None:
+        """Our verdicts, deliveries and subscription events in place of libp2p's."""
+        ps = self._pubsub
         # The verdict mapping: our validate_msg replaces libp2p's (and its verdict cache, P14).
-        self._pubsub.validate_msg = self._validate_msg
-        self._pubsub.notify_subscriptions = self._notify_subscriptions
-        handle_subscription = self._pubsub.handle_subscription
+        ps.validate_msg = self._validate_msg
+        ps.notify_subscriptions = self._notify_subscriptions
+        handle_subscription = ps.handle_subscription
 
         def on_subscription(origin_id: ID, sub_message: rpc_pb2.RPC.SubOpts) -> None:
             handle_subscription(origin_id, sub_message)
             self._topics_changed.set()
             self._topics_changed = trio.Event()
 
-        self._pubsub.handle_subscription = on_subscription
-        self._guard_pubsub_streams()
+        ps.handle_subscription = on_subscription
         scorer = self._router.scorer
         penalise = scorer.on_invalid_message
 
@@ -286,9 +303,6 @@ class Libp2pTransport:
             penalise(peer, topic)
 
         scorer.on_invalid_message = on_invalid_message
-        self._host.get_network().register_notifee(_ConnNotifee(self))
-        for protocol_id in self._handlers:
-            self._register_handler(protocol_id)
 
     def _guard_pubsub_streams(self) -> None:
         """Two fixes on libp2p's pubsub streams (both measured in tests/p2p):
@@ -313,7 +327,7 @@ class Libp2pTransport:
                 await read_stream(stream)
             except DecodeError:
                 self.counters.drop("rpc_malformed")
-                await _reset_quietly(stream)
+                await _StreamAdapter(stream).reset()
                 ps._handle_dead_peer(stream.muxed_conn.peer_id)
 
         ps.write_msg = locked_write_msg
@@ -419,24 +433,19 @@ class Libp2pTransport:
         return pid
 
     async def _keep_connected(self, addr: str) -> None:
-        """Redial one bootstrap peer whenever it is gone, with jittered exponential backoff."""
-        s = self.settings
         pid = PeerId(_parse_addr(addr).peer_id.to_base58())
-        backoff = s.bootstrap_backoff_s_min
-        rng = random.Random()
-        while True:
-            if pid in self._peers:
-                backoff = s.bootstrap_backoff_s_min
-                with trio.move_on_after(s.bootstrap_backoff_s_max):
-                    await self._peers_changed.wait()
-                continue
-            try:
-                await self.connect(addr)
-            except DialFailed as exc:
-                self.counters.drop("bootstrap_dial_failed")
-                _log.info("bootstrap %s unreachable (%s); retry in %.1f s", addr, exc, backoff)
-                await trio.sleep(backoff * rng.uniform(0.75, 1.25))
-                backoff = min(backoff * 2, s.bootstrap_backoff_s_max)
+
+        async def wait_peers_changed() -> None:
+            await self._peers_changed.wait()
+
+        await keep_connected(
+            addr,
+            self.connect,
+            lambda: pid in self._peers,
+            wait_peers_changed,
+            self.settings,
+            self.counters,
+        )
 
     def peer_events(self) -> trio.MemoryReceiveChannel[PeerEvent]:
         return self._deliveries.events.receive
@@ -479,24 +488,6 @@ class Libp2pTransport:
         await self._pubsub.publish(topic, data)
         self.counters.messages_out[topic] += 1
 
-    def _judge(self, topic: str, forwarder: PeerId, msg: rpc_pb2.Message) -> Verdict:
-        validator = self._validators.get(topic)
-        if validator is None:
-            self.counters.drop("not_subscribed")
-            return Verdict.IGNORE
-        if len(msg.data) > self.settings.gossip_bytes_max:
-            self.counters.drop("oversize")
-            return Verdict.REJECT
-        message = GossipMessage(
-            topic, PeerId(ID(msg.from_id).to_base58()), forwarder, msg.data, compute_msg_id(msg)
-        )
-        try:
-            return validator(message)
-        except Exception:  # a validator bug must not let a remote peer crash the node
-            _log.exception("validator for %s raised; message rejected", topic)
-            self.counters.drop("validator_error")
-            return Verdict.REJECT
-
     async def _validate_msg(self, msg_forwarder: ID, msg: rpc_pb2.Message) -> None:
         # No await before the raise: push_msg's penalty runs right after in this same task,
         # which is what makes the `_ignore_pending` hand-off to the scorer safe.
@@ -507,10 +498,12 @@ class Libp2pTransport:
             raise ValidationError("one topic per message")
         topic = msg.topicIDs[0]
         forwarder = PeerId(msg_forwarder.to_base58())
-        verdict = self._judge(topic, forwarder, msg)
-        self.counters.verdict(topic, verdict)
+        source = PeerId(ID(msg.from_id).to_base58())
+        message = GossipMessage(topic, source, forwarder, msg.data, compute_msg_id(msg))
+        limit = self.settings.gossip_bytes_max
+        verdict = judge(self._validators.get(topic), message, limit, self.counters)
         if verdict is Verdict.ACCEPT:
-            self._accepted = (compute_msg_id(msg), forwarder)
+            self._accepted = (message.msg_id, forwarder)
             return
         self._ignore_pending = verdict is Verdict.IGNORE
         raise ValidationError(verdict.value)
@@ -537,29 +530,16 @@ class Libp2pTransport:
         self._host.set_stream_handler(TProtocol(protocol_id), partial(self._serve, protocol_id))
 
     async def _serve(self, protocol_id: str, stream: INetStream) -> None:
-        s = self.settings
-        if self._inflight >= s.requests_inflight_max:
+        if self._inflight >= self.settings.requests_inflight_max:
             self.counters.drop("requests_busy")
-            await _reset_quietly(stream)
+            await _StreamAdapter(stream).reset()
             return
         self._inflight += 1
-        peer = PeerId(stream.muxed_conn.peer_id.to_base58())
         try:
-            with trio.fail_after(s.request_timeout_s):
-                body = await read_frame(partial(_read_some, stream), s.request_bytes_max)
-                try:
-                    response = encode_response(True, await self._handlers[protocol_id](peer, body))
-                except P2PError as exc:
-                    response = encode_response(False, str(exc).encode())
-                await stream.write(encode_frame(response, s.response_bytes_max + 1))
-            self.counters.requests_in[protocol_id] += 1
-            await _close_quietly(stream)
-        except trio.TooSlowError:
-            self.counters.drop("request_in_timeout")
-            await _reset_quietly(stream)
-        except (MessageTooLarge, RequestFailed, *_STREAM_ERRORS) as exc:
-            self.counters.drop(f"request_in_{type(exc).__name__}")
-            await _reset_quietly(stream)
+            peer = PeerId(stream.muxed_conn.peer_id.to_base58())
+            handler = self._handlers[protocol_id]
+            adapter = _StreamAdapter(stream)
+            await serve_request(adapter, peer, protocol_id, handler, self.settings, self.counters)
         finally:
             self._inflight -= 1
 
@@ -577,24 +557,15 @@ class Libp2pTransport:
         with trio.move_on_after(timeout):
             try:
                 stream = await self._host.new_stream(target, [TProtocol(protocol_id)])
+                response = await exchange_request(_StreamAdapter(stream), frame, s)
             except _STREAM_ERRORS as exc:
                 self.counters.drop("request_out_failed")
                 raise RequestFailed(f"{protocol_id} to {peer}: {type(exc).__name__}") from None
-            try:
-                await stream.write(frame)
-                payload = await read_frame(partial(_read_some, stream), s.response_bytes_max + 1)
-            except (*_STREAM_ERRORS, MessageTooLarge, RequestFailed) as exc:
+            except RequestFailed:
                 self.counters.drop("request_out_failed")
-                with trio.CancelScope(shield=True):
-                    await _reset_quietly(stream)
-                raise RequestFailed(f"{protocol_id} to {peer}: {type(exc).__name__}") from None
-            except trio.Cancelled:
-                with trio.CancelScope(shield=True):
-                    await _reset_quietly(stream)
                 raise
-            await _close_quietly(stream)
             self.counters.requests_out[protocol_id] += 1
-            return decode_response(payload)
+            return response
         self.counters.drop("request_out_timeout")
         raise RequestTimeout(f"{protocol_id} to {peer}: no response within {timeout} s")
 
@@ -635,22 +606,34 @@ class Libp2pTransport:
         )
 
 
-async def _read_some(stream: INetStream, n: int) -> bytes:
-    try:
-        return bytes(await stream.read(n))
-    except StreamEOF:
-        return b""
+class _StreamAdapter:
+    """A libp2p stream as a `p2p.reqresp.ByteStream`: EOF is b"", failures are RequestFailed."""
 
+    def __init__(self, stream: INetStream) -> None:
+        self._stream = stream
 
-async def _close_quietly(stream: INetStream) -> None:
-    try:
-        await stream.close()
-    except _STREAM_ERRORS:
-        return
+    async def read(self, n: int) -> bytes:
+        try:
+            return bytes(await self._stream.read(n))
+        except StreamEOF:
+            return b""
+        except _STREAM_ERRORS as exc:
+            raise RequestFailed(f"stream read failed: {type(exc).__name__}") from None
 
+    async def write(self, data: bytes) -> None:
+        try:
+            await self._stream.write(data)
+        except _STREAM_ERRORS as exc:
+            raise RequestFailed(f"stream write failed: {type(exc).__name__}") from None
 
-async def _reset_quietly(stream: INetStream) -> None:
-    try:
-        await stream.reset()
-    except _STREAM_ERRORS:
-        return
+    async def close(self) -> None:
+        try:
+            await self._stream.close()
+        except _STREAM_ERRORS:
+            return
+
+    async def reset(self) -> None:
+        try:
+            await self._stream.reset()
+        except _STREAM_ERRORS:
+            return

@@ -27,7 +27,7 @@ from p2p.abc import (
     Validator,
     Verdict,
 )
-from p2p.counters import BoundedOutbox, Deliveries, TransportCounters
+from p2p.counters import BoundedOutbox, Deliveries, TransportCounters, judge
 from p2p.errors import (
     DialFailed,
     InvalidAddress,
@@ -263,21 +263,9 @@ class MemoryTransport:
     def _process(self, p: _Packet) -> None:
         if p.msg_id in self._seen:
             return
-        validator = self._validators.get(p.topic)
-        if validator is None:
-            self.counters.drop("not_subscribed")
-            return
         message = GossipMessage(p.topic, p.source, p.forwarder, p.data, p.msg_id)
-        if len(p.data) > self.settings.gossip_bytes_max:
-            self.counters.drop("oversize")
-            verdict = Verdict.REJECT
-        else:
-            try:
-                verdict = validator(message)
-            except Exception:  # a validator bug must not let a remote peer crash the node
-                self.counters.drop("validator_error")
-                verdict = Verdict.REJECT
-        self.counters.verdict(p.topic, verdict)
+        limit = self.settings.gossip_bytes_max
+        verdict = judge(self._validators.get(p.topic), message, limit, self.counters)
         if verdict is Verdict.REJECT:
             self._scores[p.forwarder] = self._scores.get(p.forwarder, 0.0) - REJECT_PENALTY
         if verdict is not Verdict.ACCEPT:
