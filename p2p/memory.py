@@ -74,6 +74,25 @@ class MemoryNetwork:
         self.nodes: dict[PeerId, MemoryTransport] = {}
         self._group_of: dict[PeerId, int] = {}
         self._changed = trio.Event()
+        self.in_flight = 0  # gossip packets queued or being delayed, network-wide
+        self._idle = trio.Event()
+        self._idle.set()
+
+    def packet_sent(self) -> None:
+        self.in_flight += 1
+        if self._idle.is_set():
+            self._idle = trio.Event()
+
+    def packet_done(self) -> None:
+        self.in_flight -= 1
+        if self.in_flight == 0:
+            self._idle.set()
+
+    async def wait_idle(self, timeout_s: float) -> None:
+        """Wait until no gossip packet is in flight anywhere (a quiescent network)."""
+        with trio.fail_after(timeout_s):
+            while self.in_flight:
+                await self._idle.wait()
 
     def notify_changed(self) -> None:
         """Wake every `wait_topic_peers` (a connection or subscription changed)."""
@@ -141,10 +160,15 @@ class MemoryTransport:
         try:
             task_status.started()
             async for packet in self._inbox.receive:
-                await trio.sleep_until(packet.ready_at)
-                self._process(packet)
+                try:
+                    await trio.sleep_until(packet.ready_at)
+                    self._process(packet)
+                finally:
+                    self._network.packet_done()
         finally:
             self._running = False
+            for _ in range(self._inbox.depth()):  # never processed: no longer in flight
+                self._network.packet_done()
             del self._network.nodes[self._peer_id]
             for peer in list(self._peers):
                 other = self._network.nodes.get(peer)
@@ -250,7 +274,8 @@ class MemoryTransport:
                 self.counters.drop("link_loss")
                 continue
             ready_at = trio.current_time() + net.compute_delay_s()
-            other._inbox.put(_Packet(ready_at, topic, source, self._peer_id, data, msg_id))
+            if other._inbox.put(_Packet(ready_at, topic, source, self._peer_id, data, msg_id)):
+                net.packet_sent()
 
     def _remember(self, msg_id: bytes) -> bool:
         if msg_id in self._seen:
