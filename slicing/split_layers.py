@@ -31,6 +31,7 @@ from slicing.plan_cost import (
 )
 from slicing.split_dense import find_flatten_dense, fuse_into_dense, is_concat_too_big
 from slicing.split_rewrite import Part, rewrite_layer
+from slicing.split_rows import ChainRows, get_chain_rows, is_tileable_pool
 
 PARTS_COUNT_MAX = 4096
 CHAIN_ACTIVATIONS = frozenset({"Relu", "LeakyRelu", "Sigmoid", "Tanh", "HardSigmoid", "Elu"})
@@ -167,21 +168,6 @@ def _is_chain_node(
     return False
 
 
-def _is_tileable_pool(node: onnx.NodeProto) -> bool:
-    kernel = _ints(node, "kernel_shape", [])
-    strides = _ints(node, "strides", [1] * len(kernel))
-    pads = _ints(node, "pads", [0] * 2 * len(kernel))
-    ceil_mode = _int(node, "ceil_mode", 0)
-    dilations = _ints(node, "dilations", [1] * len(kernel))
-    return (
-        len(kernel) == 2
-        and kernel == strides
-        and not any(pads)
-        and not ceil_mode
-        and all(d == 1 for d in dilations)
-    )
-
-
 def _ints(node: onnx.NodeProto, name: str, default: list[int]) -> list[int]:
     for a in node.attribute:
         if a.name == name:
@@ -209,18 +195,22 @@ def plan_parts(index: GraphIndex, layer: Layer, capacity: float) -> list[Part] |
         return None
     pools = [index.nodes[j] for j in layer.chain if index.nodes[j].op_type in CHAIN_POOLS]
     can_tile = node.op_type == "Conv" and len(x.shape) == 4
-    can_tile = can_tile and all(_is_tileable_pool(p) for p in pools)  # windows within a tile
-    out_h = index.shapes[node.output[0]].shape[2] if can_tile else 1
+    can_tile = can_tile and all(is_tileable_pool(p) for p in pools)
+    rows_of = get_chain_rows(index, layer_nodes(index, layer)) if can_tile else None
     best: tuple[int, float, int, int] | None = None  # (slices, rows, -height, group size)
-    for th in _tile_heights(index, layer) if can_tile else [0]:
-        fraction = th / out_h if th else 1.0
-        in_fraction = _tile_input_height(node, x.shape[2], th) / x.shape[2] if th else 1.0
+    heights = range(rows_of.out_h - 1, 0, -1) if rows_of is not None else range(0)
+    for th in [0, *heights]:
+        fraction, in_fraction = 1.0, 1.0
+        if rows_of is not None and th:
+            conv_rows = rows_of.conv_rows(th)
+            fraction = min(1.0, conv_rows / index.shapes[node.output[0]].shape[2])
+            in_fraction = rows_of.conv.span(conv_rows) / x.shape[2]
         per_channel = layer.rows / layer.channels * fraction
         room = capacity - x_rows * in_fraction
         if room < per_channel:
             continue
         g = min(layer.channels, int(room // per_channel))
-        tiles = math.ceil(_useful_rows(index, layer) / th) if th else 1
+        tiles = math.ceil(rows_of.out_h / th) if rows_of is not None and th else 1
         parts = math.ceil(layer.channels / g) * tiles
         part_rows = per_channel * g + x_rows * in_fraction
         slices, rows = parts, parts * part_rows
@@ -238,80 +228,35 @@ def plan_parts(index: GraphIndex, layer: Layer, capacity: float) -> list[Part] |
             best = key
     if best is None or best[0] > PARTS_COUNT_MAX:
         return None
-    return _make_parts(index, layer, best[3], -best[2])
+    return _make_parts(layer, best[3], -best[2], rows_of)
 
 
 def _numel(shape: tuple[int, ...]) -> int:
     return math.prod(shape)
 
 
-def _pool_align(index: GraphIndex, layer: Layer) -> int:
-    """Tiles must hold whole pooling windows: the pool stride (= kernel) if the chain pools."""
-    for j in layer.chain:
-        if index.nodes[j].op_type in CHAIN_POOLS:
-            return _ints(index.nodes[j], "strides", [1, 1])[0]
-    return 1
-
-
-def _useful_rows(index: GraphIndex, layer: Layer) -> int:
-    """Conv output rows that reach the layer output (a pool drops the rows past its last window)."""
-    out_h = index.shapes[index.nodes[layer.node].output[0]].shape[2]
-    align = _pool_align(index, layer)
-    return out_h // align * align
-
-
-def _tile_heights(index: GraphIndex, layer: Layer) -> list[int]:
-    """Candidate tile heights (conv output rows), aligned to the pool stride if the chain pools."""
-    align = _pool_align(index, layer)
-    heights = list(range(align, _useful_rows(index, layer), align))  # all rows = no tiling (0)
-    return [0, *sorted(heights, reverse=True)]
-
-
-def _tile_input_height(node: onnx.NodeProto, in_h: int, th: int) -> int:
-    """Input rows (with halo) that `th` output rows of a conv read at most."""
-    k = _ints(node, "kernel_shape", [1, 1])[0]
-    s = _ints(node, "strides", [1, 1])[0]
-    d = _ints(node, "dilations", [1, 1])[0]
-    return min(in_h, (th - 1) * s + (k - 1) * d + 1)
-
-
-def _reads_input(node: onnx.NodeProto, in_h: int, r0: int, r1: int) -> bool:
-    """Whether conv output rows [r0, r1) read at least one input row (not only padding)."""
-    k = _ints(node, "kernel_shape", [1, 1])[0]
-    s = _ints(node, "strides", [1, 1])[0]
-    d = _ints(node, "dilations", [1, 1])[0]
-    top = _ints(node, "pads", [0, 0, 0, 0])[0]
-    return min(in_h, (r1 - 1) * s - top + (k - 1) * d + 1) > max(0, r0 * s - top)
-
-
-def _merge_padding_tiles(
-    node: onnx.NodeProto, in_h: int, tiles: list[tuple[int, int]]
-) -> list[tuple[int, int]]:
-    """Merge a tile that would read only padding (pads wider than the kernel) into a neighbour."""
+def _merge_padding_tiles(rows_of: ChainRows, tiles: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Merge a tile that would read only padding (pads wider than the window) into a neighbour."""
     merged: list[tuple[int, int]] = []
     for r0, r1 in tiles:
-        if merged and not _reads_input(node, in_h, *merged[-1]):
+        if merged and rows_of.tile(*merged[-1]) is None:
             merged[-1] = (merged[-1][0], r1)
         else:
             merged.append((r0, r1))
-    while len(merged) > 1 and not _reads_input(node, in_h, *merged[-1]):
+    while len(merged) > 1 and rows_of.tile(*merged[-1]) is None:
         last = merged.pop()
         merged[-1] = (merged[-1][0], last[1])
     return merged
 
 
-def _make_parts(index: GraphIndex, layer: Layer, g: int, th: int) -> list[Part]:
+def _make_parts(layer: Layer, g: int, th: int, rows_of: ChainRows | None) -> list[Part]:
     groups_count = math.ceil(layer.channels / g)
     bounds = [round(k * layer.channels / groups_count) for k in range(groups_count + 1)]
-    if th:
-        useful = _useful_rows(index, layer)
+    tiles = [(0, 0)]
+    if th and rows_of is not None:
         tiles = _merge_padding_tiles(
-            index.nodes[layer.node],
-            index.shapes[index.nodes[layer.node].input[0]].shape[2],
-            [(r, min(useful, r + th)) for r in range(0, useful, th)],
+            rows_of, [(r, min(rows_of.out_h, r + th)) for r in range(0, rows_of.out_h, th)]
         )
-    else:
-        tiles = [(0, 0)]
     return [
         Part(c0=bounds[k], c1=bounds[k + 1], r0=r0, r1=r1)
         for k in range(groups_count)

@@ -16,6 +16,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from slicing.onnx_split import GraphIndex
+from slicing.split_rows import TileRows, get_chain_rows
 
 
 @dataclass(frozen=True)
@@ -36,7 +37,7 @@ def rewrite_layer(
 ) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
     """Nodes (tile Slices first, then the parts, then Concats) and new initializers."""
     lead = nodes[0]
-    out = nodes[-1].output[0]
+    rows_of = get_chain_rows(index, nodes) if any(p.r1 for p in parts) else None
     new_inits: dict[str, onnx.TensorProto] = {}
     slices: list[onnx.NodeProto] = []
     tile_inputs: dict[tuple[int, int], str] = {}
@@ -44,10 +45,11 @@ def rewrite_layer(
     outputs: list[str] = []
     for k, part in enumerate(parts):
         x = lead.input[0]
-        if part.r1:
-            key = (part.r0, part.r1)
+        tile = rows_of.tile(part.r0, part.r1) if rows_of is not None and part.r1 else None
+        if tile is not None:
+            key = (tile.i0, tile.i1)
             if key not in tile_inputs:
-                tile_inputs[key] = _make_tile_input(index, lead, part, opset, slices, new_inits)
+                tile_inputs[key] = _make_tile_input(lead, tile, opset, slices, new_inits)
             x = tile_inputs[key]
         tag = f"{lead.name} ch {part.c0}-{part.c1 - 1}"
         if part.r1:
@@ -62,12 +64,14 @@ def rewrite_layer(
             new.output[0] = f"{node.output[0]}@p{k}"
             for j in range(1, len(new.input)):
                 new.input[j] = _param_part(node, j, m, axis, part, inits, new_inits, index)
-            if m == 0 and part.r1 and node.op_type == "Conv":
-                _set_tile_pads(index, node, new, part)
+            if tile is not None and m == 0:
+                _set_pads(node, new, tile.conv_pads)
+            if tile is not None and rows_of is not None and node.name == rows_of.pool_node:
+                _set_pads(node, new, tile.pool_pads)
             body.append(new)
             prev = new.output[0]
         outputs.append(prev)
-    concats = _concat_parts(lead.name, parts, outputs, out, axis)
+    concats = _concat_parts(lead.name, parts, outputs, nodes[-1].output[0], axis)
     return [*slices, *body, *concats], list(new_inits.values())
 
 
@@ -145,28 +149,15 @@ def _attr_ints(node: onnx.NodeProto, name: str) -> list[int]:
     raise KeyError(name)  # graph.load_model spells every conv attribute out
 
 
-def _conv_rows(index: GraphIndex, node: onnx.NodeProto, part: Part) -> tuple[int, int, int, int]:
-    """(first input row, end input row, pad top, pad bottom) for conv output rows [r0, r1)."""
-    in_h = index.shapes[node.input[0]].shape[2]
-    k = _attr_ints(node, "kernel_shape")[0]
-    s = _attr_ints(node, "strides")[0]
-    d = _attr_ints(node, "dilations")[0]
-    pad_top = _attr_ints(node, "pads")[0]
-    want_start = part.r0 * s - pad_top
-    want_end = (part.r1 - 1) * s - pad_top + (k - 1) * d + 1
-    start, end = max(0, want_start), min(in_h, want_end)
-    return start, end, start - want_start, want_end - end
-
-
 def _make_tile_input(
-    index: GraphIndex,
     conv: onnx.NodeProto,
-    part: Part,
+    tile: TileRows,
     opset: int,
     slices: list[onnx.NodeProto],
     new_inits: dict[str, onnx.TensorProto],
 ) -> str:
-    start, end, _, _ = _conv_rows(index, conv, part)
+    """A Slice node cutting input rows [i0, i1) (the tile and its halo) out of the conv input."""
+    start, end = tile.i0, tile.i1
     x = conv.input[0]
     name = f"{x}@{conv.name}_rows{start}_{end}"
     node_name = f"{conv.name}/rows{start}_{end}"
@@ -187,13 +178,11 @@ def _make_tile_input(
     return name
 
 
-def _set_tile_pads(
-    index: GraphIndex, conv: onnx.NodeProto, new: onnx.NodeProto, part: Part
-) -> None:
-    _, _, top, bottom = _conv_rows(index, conv, part)
-    pads = _attr_ints(conv, "pads")
+def _set_pads(orig: onnx.NodeProto, new: onnx.NodeProto, top_bottom: tuple[int, int]) -> None:
+    """Give `new` the padding of `orig` with its top and bottom (H) replaced."""
+    pads = _attr_ints(orig, "pads")
     half = len(pads) // 2
-    pads[0], pads[half] = top, bottom
+    pads[0], pads[half] = top_bottom
     keep = [a for a in new.attribute if a.name != "pads"]
     del new.attribute[:]
     new.attribute.extend(keep)

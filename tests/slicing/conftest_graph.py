@@ -135,8 +135,11 @@ def conv_stack_model(
     pad: int = 1,
     dilation: int = 1,
     pool: bool = True,
+    pool_kernel: int = 2,
+    pool_stride: int = 2,
+    pool_pad: int = 0,
 ) -> onnx.ModelProto:
-    """Conv (given geometry) → BatchNorm → Relu → [MaxPool] → Flatten → Gemm."""
+    """Conv (given geometry) → BatchNorm → Relu → [MaxPool (given geometry)] → Flatten → Gemm."""
     rng = np.random.default_rng(3)
     conv = {
         "kernel_shape": [kernel, kernel], "pads": [pad] * 4, "strides": [stride, stride],
@@ -151,10 +154,11 @@ def conv_stack_model(
     out = (size + 2 * pad - dilation * (kernel - 1) - 1) // stride + 1
     if pool:
         nodes.append(
-            helper.make_node("MaxPool", ["r"], ["p"], name="pool", kernel_shape=[2, 2],
-                             strides=[2, 2])
+            helper.make_node("MaxPool", ["r"], ["p"], name="pool",
+                             kernel_shape=[pool_kernel] * 2, strides=[pool_stride] * 2,
+                             pads=[pool_pad] * 4)
         )  # fmt: skip
-        last, out = "p", out // 2
+        last, out = "p", (out + 2 * pool_pad - pool_kernel) // pool_stride + 1
     nodes.append(helper.make_node("Flatten", [last], ["f"], name="flatten"))
     nodes.append(helper.make_node("Gemm", ["f", "wd", "bd"], ["y"], name="dense", transB=1))
     weights = random_weights(
