@@ -4,11 +4,13 @@ A "layer" is a linear node (Conv with group 1, Gemm, MatMul with a weight initia
 chain of per-channel nodes that follows it alone (Relu-like activations, BatchNormalization, a bias
 Add, and for Conv also MaxPool/AveragePool). When its heuristic cost exceeds the capacity, the layer
 is cut into parts by output channel groups (weights and per-channel parameters sliced into new
-initializers) and, for a 2-D Conv, into tiles of output rows: each tile reads its input rows plus
-the halo the kernel needs (a Slice node, emitted before the parts) with the padding recomputed so
-that the tile computes exactly the rows of the whole layer. A Concat (tiles along H, then groups
-along channels) rebuilds the original output tensor under its original name, so the rest of the
-graph is unchanged. Part nodes carry `doc_string = "split: ..."`, which the planner shows as notes.
+initializers) and, for a 2-D Conv, into tiles of the layer's output rows: each tile reads its
+input rows plus the halo the conv and pool windows need (a Slice node, emitted before the parts)
+with the padding recomputed so that the tile computes exactly the rows of the whole layer
+(split_rows). A Concat (tiles along H, then groups along channels) rebuilds the original output
+tensor under its original name, so the rest of the graph is unchanged; when that tensor would be
+too big for a slice and feeds Flatten → Gemm, the Gemm is split by inputs instead (split_dense).
+Part nodes carry `doc_string = "split: ..."`, which the planner shows as notes.
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
 """Rewrite one layer (a linear node and its per-channel chain) into parts plus Concat nodes.
 
 Used by split_layers, which decides the parts. Each part computes output channels [c0, c1) and,
-when tiled, conv output rows [r0, r1) of the layer: its weights and per-channel parameters are
+when tiled, rows [r0, r1) of the layer's output: its weights and per-channel parameters are
 slices of the original initializers, its input is a Slice of the layer input (the rows the tile
-reads, with halo), and its conv padding is recomputed so that border tiles pad like the whole
-layer and inner tiles do not.
+reads, with halo), and its conv and pool padding is recomputed (split_rows) so that border tiles
+pad like the whole layer and inner tiles do not.
 """
 
 from __future__ import annotations
