@@ -1,8 +1,8 @@
 """Input-split of a dense layer fed by a channel-split layer: their joint tensor is never built.
 
 A conv layer split into channel groups ends in a Concat; when that Concat is followed by
-Flatten → Gemm (the usual conv → dense hand-over), Flatten of a channel range is a contiguous
-range of the flat vector. So `Gemm(Flatten(Concat(g_0..g_P)))` equals
+Flatten (or Reshape to [1, N]) → Gemm (the usual conv → dense hand-over), Flatten of a channel
+range is a contiguous range of the flat vector. So `Gemm(Flatten(Concat(g_0..g_P)))` equals
 `Σ_k Gemm_k(Flatten(g_k))` with `Gemm_k` using the rows of the weight for that range (the bias
 once). Each partial product sits next to its group, only the partials (N values each) cross to
 the slice that adds them, and the large concatenated tensor is never materialised. Used only
@@ -24,12 +24,19 @@ from slicing.plan_cost import CONCAT_ROWS_PER_ELEM, INPUT_ROWS_PER_ELEM, OUTPUT_
 def find_flatten_dense(
     index: GraphIndex, tensor: str, inits: dict[str, onnx.TensorProto]
 ) -> tuple[int, int] | None:
-    """(Flatten, Gemm) node indices when `tensor` feeds only Flatten(axis=1) → Gemm(weights)."""
+    """(Flatten, Gemm) node indices when `tensor` feeds only Flatten(axis=1) → Gemm(weights).
+
+    A Reshape to [1, N] (batch 1, everything else flattened) counts as that Flatten.
+    """
     flat_i = _sole_reader(index, tensor)
     if flat_i is None:
         return None
     flat = index.nodes[flat_i]
-    if flat.op_type != "Flatten" or _attr_int(flat, "axis", 1) != 1:
+    flat_shape = index.shapes[flat.output[0]].shape if flat.output[0] in index.shapes else ()
+    if flat.op_type == "Reshape":
+        if flat.input[0] != tensor or len(flat_shape) != 2 or flat_shape[0] != 1:
+            return None
+    elif flat.op_type != "Flatten" or _attr_int(flat, "axis", 1) != 1:
         return None
     gemm_i = _sole_reader(index, flat.output[0])
     if gemm_i is None:
@@ -88,7 +95,7 @@ def fuse_into_dense(
             gemm_inputs.append(gemm.input[2])
         part = [
             helper.make_node("Flatten", [group], [f_out], name=f"{flat.name}/k{k}", axis=1,
-                             doc_string=tag),
+                             doc_string=tag),  # a Reshape to [1, N] is this Flatten too
             helper.make_node("Gemm", gemm_inputs, [y_out], name=f"{gemm.name}/k{k}",
                              doc_string=tag),
         ]  # fmt: skip

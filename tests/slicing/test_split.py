@@ -216,3 +216,17 @@ def test_overlapping_pool_tiles_with_pool_halos() -> None:
     assert ops.count("MaxPool") == ops.count("Conv") > 1  # the pool is split with its channels
     ops = [n.op_type for n in assert_rewrite_is_exact(model, 12_000).graph.node]
     assert "Slice" in ops  # row tiles whose pooling windows overlap: each tile recomputes a halo
+
+
+def test_reshape_to_a_row_counts_as_flatten_for_the_dense_split() -> None:
+    model = conv_stack_model(cin=3, cout=16, size=32, kernel=3, pad=1)
+    flat = next(n for n in model.graph.node if n.op_type == "Flatten")
+    flat.op_type = "Reshape"
+    del flat.attribute[:]
+    flat.input.append("row_shape")
+    model.graph.initializer.append(
+        onnx.numpy_helper.from_array(np.array([1, -1], dtype=np.int64), "row_shape")
+    )
+    sliced = check_sliced(normalise_model(model), Budget(max_logrows=15))
+    assert sliced.meta["over_budget"] == []
+    assert "dense sum" in " | ".join(s.note for s in sliced.slices)
