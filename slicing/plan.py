@@ -5,7 +5,7 @@ Steps, all deterministic:
 2. Layers too big for the capacity are rewritten into parts inside the layer (split_layers: output
    channel groups and spatial tiles with halos, concatenated after), giving the `rewritten` model.
 3. Greedy partition of the nodes in topological order: a slice grows while the heuristic cost
-   (plan_cost) of its nodes plus its boundary inputs fits, so cheap neighbours merge.
+   (plan_cost) of its nodes plus its boundary inputs and outputs fits: cheap neighbours merge.
 4. With an exact oracle `cost_fn` (EZKL's own row counts), each slice is measured once (cached by
    the hash of its model, batched when the oracle has `compute_costs`); a slice the oracle finds
    over budget is halved and measured again.
