@@ -198,7 +198,7 @@ def _added_rows(index: GraphIndex, i: int, produced: set[str], inputs: set[str])
         index.shapes[t] for t in fresh
     )
     rows += compute_output_rows(index.shapes[o] for o in node.output if o in index.shapes)
-    for t in set(node.input) & produced:
+    for t in sorted(set(node.input) & produced):
         if t not in index.model_outputs and max(index.consumers[t]) == i:
             rows -= compute_output_rows([index.shapes[t]])  # now internal to the segment
     return rows

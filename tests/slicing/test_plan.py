@@ -299,3 +299,26 @@ def test_a_raw_model_is_normalised_first() -> None:
     sliced = slice_model(raw, Budget(max_logrows=15))
     assert len(sliced.slices) == 2
     assert compute_max_diff(DIGITS, sliced) <= 1e-5
+
+
+def test_plan_does_not_depend_on_the_hash_seed() -> None:
+    """Two processes with different PYTHONHASHSEED cut the CIFAR model into identical slices."""
+    import os
+    import subprocess
+    import sys
+
+    script = (
+        "import hashlib; from slicing.graph import load_model; from slicing.plan import "
+        "slice_model; from slicing.types import Budget; from slicing.models import CIFAR_MODEL; "
+        "s = slice_model(load_model(CIFAR_MODEL), Budget(max_logrows=15)); "
+        "print(hashlib.sha256(b''.join(x.model.SerializeToString() for x in s.slices)).hexdigest())"
+    )
+    digests = set()
+    for seed in ("1", "2"):
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        done = subprocess.run(
+            [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120
+        )
+        assert done.returncode == 0, done.stderr
+        digests.add(done.stdout.strip())
+    assert len(digests) == 1
