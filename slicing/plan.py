@@ -19,7 +19,6 @@ A single node that cannot fit even after splitting stays one slice, listed in `m
 from __future__ import annotations
 
 import hashlib
-import math
 from collections.abc import Callable, Sequence
 
 import onnx
@@ -36,6 +35,7 @@ from slicing.plan_cost import (
     MIN_LOGROWS,
     PROVE_MB_AT_MIN_LOGROWS,
     compute_input_rows,
+    compute_memory_mb,
     compute_node_rows,
     compute_output_rows,
     compute_rows_max,
@@ -73,8 +73,11 @@ def compute_logrows_max(budget: Budget) -> int | None:
                 f"max_memory_mb {budget.max_memory_mb} below the {PROVE_MB_AT_MIN_LOGROWS} MB "
                 f"that proving the smallest circuit (logrows {MIN_LOGROWS}) needs"
             )
-        ratio = budget.max_memory_mb / PROVE_MB_AT_MIN_LOGROWS
-        limits.append(min(LOGROWS_MAX, MIN_LOGROWS + math.floor(math.log2(ratio))))
+        fitting = [
+            lr for lr in range(MIN_LOGROWS, LOGROWS_MAX + 1)
+            if compute_memory_mb(lr) <= budget.max_memory_mb
+        ]  # fmt: skip
+        limits.append(max(fitting))
     return min(limits) if limits else None
 
 

@@ -17,7 +17,7 @@ Conv(6→16, 5×5)+ReLU+MaxPool on 6×14×14: 198,668 / 198,480; Gemm(400→120)
 BatchNorm on 4×16×16: 40,448 / 40,448. Rows do not depend on the scales (same at 7, 10 and 13).
 After `calibrate_settings(target="resources")` EZKL needs fewer rows still (e.g. 28,280 for that
 Gemm) and never fewer than logrows 15 (its 14-bit range-check table), hence `MIN_LOGROWS`.
-Proving memory follows logrows (measured ≈ 0.35 GB at 15, doubling per logrow).
+Proving memory follows logrows (measured 0.35 GB at 15, 1.4 GB at 17, 5.7 GB at 18, 11.4 GB at 19).
 """
 
 from __future__ import annotations
@@ -63,8 +63,18 @@ def compute_logrows(rows: int) -> int:
     return max(MIN_LOGROWS, math.ceil(math.log2(rows + RESERVED_ROWS)))
 
 
+# Peak proving RSS measured per logrows (notes/ezkl.md); beyond the table, doubling per logrow.
+PROVE_MB_BY_LOGROWS = {15: 350, 16: 700, 17: 1_400, 18: 5_700, 19: 11_400}
+
+
 def compute_memory_mb(logrows: int) -> int:
-    return int(PROVE_MB_AT_MIN_LOGROWS * 2.0 ** (logrows - MIN_LOGROWS))
+    """Estimated peak memory (MB) to prove a circuit of `logrows` (setup needs about half)."""
+    if logrows in PROVE_MB_BY_LOGROWS:
+        return PROVE_MB_BY_LOGROWS[logrows]
+    if logrows < MIN_LOGROWS:
+        return PROVE_MB_AT_MIN_LOGROWS
+    top = max(PROVE_MB_BY_LOGROWS)
+    return PROVE_MB_BY_LOGROWS[top] << (logrows - top)
 
 
 def compute_rows_max(logrows: int) -> int:
