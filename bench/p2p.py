@@ -63,6 +63,7 @@ def run_worker(base: int, count: int) -> None:
     from node.wire import ENVELOPE_BYTES_MAX, encode_envelope
     from node.wire.messages import CapacityAdvert
     from p2p.abc import GossipMessage, PeerId, TransportSettings, Verdict
+    from p2p.errors import P2PError
     from p2p.libp2p_transport import Libp2pTransport
 
     import_s = time.perf_counter() - t0
@@ -105,13 +106,20 @@ def run_worker(base: int, count: int) -> None:
     async def handle(cmd: Msg, nursery: trio.Nursery) -> None:
         k = cmd.get("k", 0) - base
         if cmd["cmd"] == "connect":
+            errors = []
             for addr in cmd["addrs"]:
-                await nodes[k].connect(addr)
-            _emit({"ok": "connect", "n": base + k})
+                try:
+                    await nodes[k].connect(addr)
+                except P2PError as exc:
+                    errors.append(str(exc))
+            _emit({"ok": "connect", "n": base + k, "errors": errors})
         elif cmd["cmd"] == "wait_mesh":
-            for topic in (TOPIC_CAPACITY, BENCH_TOPIC):
-                await nodes[k].wait_topic_peers(topic, 1, cmd["timeout_s"])
-            _emit({"ok": "wait_mesh", "n": base + k})
+            try:
+                for topic in (TOPIC_CAPACITY, BENCH_TOPIC):
+                    await nodes[k].wait_topic_peers(topic, 1, cmd["timeout_s"])
+                _emit({"ok": "wait_mesh", "n": base + k})
+            except P2PError as exc:
+                _emit({"ok": "wait_mesh", "n": base + k, "errors": [str(exc)]})
         elif cmd["cmd"] == "publish":
             size, kind = cmd["size"], cmd["kind"]
             data = advert(k, size) if kind == "advert" else os.urandom(size)
@@ -126,16 +134,22 @@ def run_worker(base: int, count: int) -> None:
 
     async def rr_bench(k: int, cmd: Msg) -> None:
         peer = PeerId(cmd["peer"])
-        rtts, t_big = [], []
-        for _ in range(cmd["small"]):
-            t = time.perf_counter()
-            await nodes[k].request(peer, RR_PROTOCOL, b"1")
-            rtts.append(time.perf_counter() - t)
-        for _ in range(cmd["big"]):
-            t = time.perf_counter()
-            body = await nodes[k].request(peer, RR_PROTOCOL, b"%d" % (1 << 20))
-            assert len(body) == 1 << 20
-            t_big.append(time.perf_counter() - t)
+        rtts: list[float] = []
+        t_big: list[float] = []
+        try:
+            for _ in range(cmd["small"]):
+                t = time.perf_counter()
+                await nodes[k].request(peer, RR_PROTOCOL, b"1")
+                rtts.append(time.perf_counter() - t)
+            for _ in range(cmd["big"]):
+                t = time.perf_counter()
+                body = await nodes[k].request(peer, RR_PROTOCOL, b"%d" % (1 << 20))
+                if len(body) != 1 << 20:
+                    raise P2PError(f"short body {len(body)}")
+                t_big.append(time.perf_counter() - t)
+        except P2PError as exc:
+            _emit({"ok": "rr", "rtt_s": rtts, "big_s": t_big, "errors": [str(exc)]})
+            return
         _emit({"ok": "rr", "rtt_s": rtts, "big_s": t_big})
 
     async def main() -> None:
@@ -256,11 +270,15 @@ class Cluster:
             self.nodes.update({r["n"]: r for r in doc["ready"]})
         return {"start_s": time.monotonic() - t0, "import_s": statistics.mean(imports)}
 
-    def ask_all(self, cmds: list[Msg], ok: str, timeout_s: float) -> None:
+    def ask_all(self, cmds: list[Msg], ok: str, timeout_s: float) -> int:
+        """Send every command, wait for every answer; the number of errors reported."""
         for cmd in cmds:
             self.owner[cmd["k"]].send(cmd)
+        errors = 0
         for _ in cmds:
-            self.wait(lambda d: d.get("ok") == ok, timeout_s)
+            doc = self.wait(lambda d: d.get("ok") == ok, timeout_s)
+            errors += len(doc.get("errors", ()))
+        return errors
 
     def connect(self, rng: random.Random, timeout_s: float) -> dict[str, float]:
         t0 = time.monotonic()
@@ -272,14 +290,19 @@ class Cluster:
             }
             for i in range(1, self.n)
         ]
-        self.ask_all(cmds, "connect", timeout_s)
+        dial_errors = self.ask_all(cmds, "connect", timeout_s)
         t1 = time.monotonic()
-        self.ask_all(
-            [{"cmd": "wait_mesh", "k": i, "timeout_s": timeout_s} for i in range(self.n)],
+        mesh_errors = self.ask_all(
+            [{"cmd": "wait_mesh", "k": i, "timeout_s": timeout_s / 2} for i in range(self.n)],
             "wait_mesh",
             timeout_s,
         )
-        return {"connect_s": t1 - t0, "mesh_ready_s": time.monotonic() - t0}
+        return {
+            "connect_s": t1 - t0,
+            "mesh_ready_s": time.monotonic() - t0,
+            "dial_errors": dial_errors,
+            "mesh_errors": mesh_errors,
+        }
 
     def traffic(
         self, rng: random.Random, kind: str, size: int, rate: float, count: int, drain_s: float
@@ -322,6 +345,16 @@ class Cluster:
             "p95_ms": _pct(all_nodes, 95),
         }
 
+    def wait_quiet(self, quiet_s: float, timeout_s: float) -> float:
+        """After an overload step: wait until no receipt arrives for `quiet_s` (backlog gone)."""
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < timeout_s:
+            try:
+                self.wait(lambda d: "r" in d, quiet_s)
+            except TimeoutError:
+                return time.monotonic() - t0 - quiet_s
+        return float("nan")
+
     def rss(self) -> list[float]:
         return [w.rss_mb() for w in self.workers]
 
@@ -331,9 +364,10 @@ class Cluster:
         )
         doc = self.wait(lambda d: d.get("ok") == "rr", timeout_s)
         return {
+            "rr_errors": len(doc.get("errors", ())),
             "rr_rtt_ms_p50": _pct([x * 1000 for x in doc["rtt_s"]], 50),
             "rr_1mib_ms_p50": _pct([x * 1000 for x in doc["big_s"]], 50),
-            "rr_1mib_mib_per_s": len(doc["big_s"]) / sum(doc["big_s"]),
+            "rr_1mib_mib_per_s": len(doc["big_s"]) / sum(doc["big_s"] or [float("nan")]),
         }
 
     def stop(self) -> None:
@@ -353,33 +387,48 @@ def bench_size(n: int, per_process: int, args: argparse.Namespace) -> dict[str, 
     cluster = Cluster(n, per_process)
     out: dict[str, float] = {"n": n, "processes": len(cluster.workers)}
     try:
-        out |= cluster.start(args.timeout_s)
-        out |= cluster.connect(rng, args.timeout_s)
-        rss = cluster.rss()
-        out["idle_rss_mb_max"], out["idle_rss_mb_avg"] = max(rss), statistics.mean(rss)
-        count = max(4, round(args.duration_s * 2))
-        adv = cluster.traffic(rng, "advert", 1024, 2.0, count, args.drain_s)
-        out |= {f"advert_1k_{k}": v for k, v in adv.items()}
-        raw = cluster.traffic(
-            rng, "raw", 64 * 1024, 1.0, max(4, round(args.duration_s)), args.drain_s
-        )
-        out |= {f"raw_64k_{k}": v for k, v in raw.items()}
-        best = 0.0
-        for rate in args.rates:
-            step = cluster.traffic(rng, "advert", 1024, rate, round(rate * 5), args.drain_s)
-            out[f"rate_{rate:g}_delivery"] = step["delivery"]
-            out[f"rate_{rate:g}_p95_ms"] = step["p95_ms"]
-            if step["delivery"] < 1.0:
-                break
-            best = rate
-        out["max_rate_full_delivery"] = best
-        if n >= 2:
-            out |= cluster.rr(20, args.rr_big, args.timeout_s)
-        rss = cluster.rss()
-        out["after_rss_mb_max"] = max(rss)
+        _measure(cluster, n, args, rng, out)
+    except TimeoutError as exc:  # report what was measured before the stall
+        print(f"N={n}: {exc} (figures after this point are missing)", file=sys.stderr)
+        out["timed_out"] = 1
     finally:
         cluster.stop()
     return out
+
+
+def _measure(
+    cluster: Cluster, n: int, args: argparse.Namespace, rng: random.Random, out: dict[str, float]
+) -> None:
+    out |= cluster.start(args.timeout_s)
+    _progress(n, "started", out)
+    out |= cluster.connect(rng, args.timeout_s)
+    _progress(n, "connected", out)
+    rss = cluster.rss()
+    out["idle_rss_mb_max"], out["idle_rss_mb_avg"] = max(rss), statistics.mean(rss)
+    count = max(4, round(args.duration_s * 2))
+    adv = cluster.traffic(rng, "advert", 1024, 2.0, count, args.drain_s)
+    out |= {f"advert_1k_{k}": v for k, v in adv.items()}
+    raw = cluster.traffic(rng, "raw", 64 * 1024, 1.0, max(4, round(args.duration_s)), args.drain_s)
+    out |= {f"raw_64k_{k}": v for k, v in raw.items()}
+    best = 0.0
+    for rate in args.rates:
+        step = cluster.traffic(rng, "advert", 1024, rate, round(rate * 5), args.drain_s)
+        out[f"rate_{rate:g}_delivery"] = step["delivery"]
+        out[f"rate_{rate:g}_p95_ms"] = step["p95_ms"]
+        if step["delivery"] < 1.0:
+            break
+        best = rate
+    out["max_rate_full_delivery"] = best
+    out["backlog_drain_s"] = cluster.wait_quiet(args.quiet_s, args.timeout_s)
+    _progress(n, "traffic done", out)
+    if n >= 2:
+        out |= cluster.rr(20, args.rr_big, args.timeout_s)
+    rss = cluster.rss()
+    out["after_rss_mb_max"] = max(rss)
+
+
+def _progress(n: int, phase: str, out: dict[str, float]) -> None:
+    print(f"[bench.p2p] N={n} {phase}: {json.dumps(out)}", file=sys.stderr, flush=True)
 
 
 COLUMNS = [
@@ -426,6 +475,7 @@ def main() -> None:
     parser.add_argument("--rr-big", type=int, default=10, help="1 MiB responses to time")
     parser.add_argument("--timeout-s", type=float, default=300.0)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--quiet-s", type=float, default=3.0, help="idle gap ending a backlog")
     parser.add_argument("--worker", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--base", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
