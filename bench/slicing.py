@@ -228,6 +228,8 @@ def print_table(fig: dict[str, Any]) -> None:
     print(f"{'cifar_lenet':<{width}}  {'whole model':<{cw}}  sliced")
     for name, a, b in rows:
         print(f"{name:<{width}}  {a:<{cw}}  {b}")
+    if fig.get("whole_from"):
+        print(f"(whole-model column from an earlier run: {fig['whole_from']})")
     d = fig.get("digits")
     if d:
         print(
@@ -248,6 +250,14 @@ def main() -> None:
     p.add_argument("--whole-cap-s", type=float, default=480.0)
     p.add_argument("--whole-cap-mb", type=float, default=12288.0)
     p.add_argument("--skip-whole", action="store_true")
+    p.add_argument(
+        "--whole-from",
+        type=Path,
+        default=None,
+        metavar="JSON",
+        help="take the whole-model figures from an earlier run's --json (the whole-model part "
+        "needs ~12 GB: run it once)",
+    )
     p.add_argument("--digits-samples", type=int, default=None, help="default: all held-out")
     p.add_argument("--cache-dir", type=Path, default=None, help="SRS cache (kept between runs)")
     args = p.parse_args()
@@ -261,7 +271,10 @@ def main() -> None:
         shutil.rmtree(work / "digits")
         fig["sliced"] = run_sliced_model(work / "sliced", cache, args.max_logrows)
         shutil.rmtree(work / "sliced")
-        if not args.skip_whole:
+        if args.whole_from is not None:
+            fig["whole"] = json.loads(args.whole_from.read_text())["whole"]
+            fig["whole_from"] = str(args.whole_from)
+        elif not args.skip_whole:
             (work / "whole").mkdir()
             fig["whole"] = run_whole_model(
                 work / "whole", cache, args.whole_cap_s, args.whole_cap_mb

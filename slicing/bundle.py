@@ -295,6 +295,23 @@ def _build_circuit(
     return summary
 
 
+def _build_stats(
+    index: int, summary: dict[str, Any], pk: Path, vk: Path, job: WorkerResult | None
+) -> dict[str, Any]:
+    """Figures of one slice's build (for benchmarks and logs; never in the manifest)."""
+    return {
+        "index": index,
+        "logrows": int(summary["logrows"]),
+        "rows": int(summary["rows"]),
+        "calibrate_s": summary["calibrate_s"],
+        "compile_s": summary["compile_s"],
+        "setup_s": job.value["setup_s"] if job else 0.0,
+        "setup_peak_rss_mb": job.peak_rss_mb if job else 0.0,
+        "pk_bytes": pk.stat().st_size,
+        "vk_bytes": vk.stat().st_size,
+    }
+
+
 def _drop_circuit(folder: Path) -> None:
     for name in ("settings.json", "model.compiled", "vk.key"):
         (folder / name).unlink(missing_ok=True)
@@ -389,10 +406,11 @@ def _write_slices(
                 lr = int(summary["logrows"])
                 srs = get_srs(lr, opts.cache_dir, opts.srs_file)
                 srs_used[str(lr)] = {"sha256": srs.sha256, "source": srs.source}
-                _, vk, _ = derive_keys(
+                pk, vk, job = derive_keys(
                     folder / "model.compiled", srs.path, srs.sha256, opts.cache_dir
                 )
                 (folder / "vk.key").write_bytes(vk.read_bytes())
+                opts.stats.append(_build_stats(spec.index, summary, pk, vk, job))
                 scale = opts.policy.scale
                 entry.update(proven=True, fallback="", logrows=lr, rows=int(summary["rows"]))
         progress.advance()

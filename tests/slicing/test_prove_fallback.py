@@ -25,6 +25,9 @@ def test_unbuildable_slice_runs_unproven(tmp_path: Path, cache_dir: Path) -> Non
     assert "EZKL cannot build this slice" in bundle.slices[1]["fallback"]
     assert set(bundle.slices[1]["files"]) == {"model.onnx"}
     assert bundle.slices[0]["logrows"] < 15
+    # Build figures of the two provable slices (setup really ran: a fresh cache would show it).
+    assert [s["index"] for s in opts.stats] == [0, 2]
+    assert all(s["pk_bytes"] > s["vk_bytes"] > 0 for s in opts.stats)
 
     report = api.prove_chain(bundle, inputs, EzklProver(cache_dir))
     assert report.proven_fraction == pytest.approx(2 / 3)
