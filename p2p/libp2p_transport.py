@@ -364,6 +364,7 @@ class Libp2pTransport:
                 raise rest from None
         finally:
             self._running = False
+            self._peers.clear()  # stopped: connected to nobody, whatever libp2p reported last
             self._deliveries.close()
             for sock in list(self._sockets):
                 sock.socket.close()

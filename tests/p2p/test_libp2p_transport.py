@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from node.identity import NodeIdentity
-from p2p.abc import PeerEvent, TransportSettings
+from p2p.abc import GossipMessage, PeerEvent, TransportSettings, Verdict
 from p2p.errors import InvalidAddress
 from p2p.libp2p_transport import Libp2pTransport, compute_libp2p_peer_id
 from tests.p2p.cluster import make_seed
@@ -102,3 +102,42 @@ async def test_a_garbage_pubsub_frame_drops_that_stream_not_the_node() -> None:
         a.set_request_handler("/x/echo/1", echo)
         assert await b.request(a.peer_id, "/x/echo/1", b"still here") == b"still here"
         nursery.cancel_scope.cancel()
+
+
+async def test_shutdown_under_load_is_clean() -> None:
+    """P22: nodes leaving while neighbours still push messages must not crash anyone."""
+    topic = "load/1"
+    a, b, c = (Libp2pTransport(make_seed(i)) for i in (8, 9, 10))
+
+    def accept(message: GossipMessage) -> Verdict:
+        return Verdict.ACCEPT
+
+    async def flood() -> None:
+        i = 0
+        while True:
+            await a.publish(topic, i.to_bytes(4, "big") * 8192)  # 32 KiB
+            i += 1
+            await trio.sleep(0.005)  # pacing (~200 msg/s, under libp2p's 500/s rate limit)
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(a.run)
+        await nursery.start(b.run)
+        inbox_b = await b.subscribe(topic, accept)
+        await a.subscribe(topic, accept)
+        await b.connect(a.listen_addrs()[0])
+        async with trio.open_nursery() as c_nursery:
+            await c_nursery.start(c.run)
+            inbox_c = await c.subscribe(topic, accept)
+            await c.connect(b.listen_addrs()[0])
+            await a.wait_topic_peers(topic, 1, WAIT_S)
+            await b.wait_topic_peers(topic, 2, WAIT_S)
+            nursery.start_soon(flood)
+            with trio.fail_after(WAIT_S):
+                for _ in range(20):
+                    await inbox_c.receive()
+            c_nursery.cancel_scope.cancel()  # c leaves mid-stream
+        with trio.fail_after(WAIT_S):
+            for _ in range(20):
+                await inbox_b.receive()  # b still gets a's traffic
+        nursery.cancel_scope.cancel()  # everyone stops while a is still publishing
+    assert c.connected_peers() == ()
