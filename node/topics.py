@@ -1,8 +1,8 @@
 """Every gossip topic and request/response protocol id of the network, versioned, in one place.
 
 A breaking change to a message's meaning bumps the version in its name, so old and new nodes
-never mistake each other's messages. Names follow libp2p's path style. The README's "Network
-names" table is generated from these constants (keep them in sync; test_topics checks it).
+never mistake each other's messages. Names follow libp2p's path style. The README lists the same
+names; tests/p2p/test_node_shell.py checks they are unique, versioned and typed.
 """
 
 from __future__ import annotations
