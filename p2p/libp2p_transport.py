@@ -303,6 +303,26 @@ class Libp2pTransport:
             penalise(peer, topic)
 
         scorer.on_invalid_message = on_invalid_message
+        self._count_router_refusals()
+
+    def _count_router_refusals(self) -> None:
+        """GossipSub's own rate limits drop messages with only a log line: count them (P3)."""
+        router = self._router
+        checks = (
+            ("_check_spam_protection", "rate_limited"),
+            ("_check_iwant_rate_limit", "iwant_rate_limited"),
+            ("_check_ihave_rate_limit", "ihave_rate_limited"),
+        )
+        for name, reason in checks:
+            original = getattr(router, name)
+
+            def counted(*args: Any, _original: Any = original, _reason: str = reason) -> bool:
+                ok = bool(_original(*args))
+                if not ok:
+                    self.counters.drop(_reason)
+                return ok
+
+            setattr(router, name, counted)
 
     def _guard_pubsub_streams(self) -> None:
         """Two fixes on libp2p's pubsub streams (both measured in tests/p2p):
