@@ -527,6 +527,9 @@ class Libp2pTransport:
             self._accepted = (message.msg_id, forwarder)
             return
         self._ignore_pending = verdict is Verdict.IGNORE
+        # Seen, so later copies (IWANT replies, replays) are dropped before validation, as in
+        # go-libp2p-pubsub; libp2p 0.8.1 marks only accepted messages and re-validates the rest.
+        self._pubsub._mark_msg_seen(msg)
         raise ValidationError(verdict.value)
 
     def _notify_subscriptions(self, msg: rpc_pb2.Message) -> None:

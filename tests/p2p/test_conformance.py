@@ -95,9 +95,7 @@ async def test_reject_and_ignore_are_dropped_counted_and_only_reject_penalises(k
             lambda: sum(b.counters.messages_in[TOPIC].values()) >= 3, WAIT_S
         )
         stats = b.statistics()
-        # counts are per arrival: libp2p may offer a refused message again (it is not "seen")
-        counts = stats.messages_in[TOPIC]
-        assert counts["accept"] == 1 and counts["ignore"] >= 1 and counts["reject"] >= 1
+        assert stats.messages_in[TOPIC] == {"accept": 1, "ignore": 1, "reject": 1}
         assert stats.delivered[TOPIC] == 1
         assert stats.peer_scores[a.peer_id] < 0
         assert sub_b.statistics().current_buffer_used == 0
@@ -138,8 +136,7 @@ async def test_oversize_from_a_peer_is_rejected_and_later_traffic_flows(kind: st
         assert (await receive(sub)).data == b"after"
         await receiver.counters.wait_until(lambda: receiver.counters.drops["oversize"] >= 1, WAIT_S)
         stats = receiver.statistics()
-        assert stats.messages_in[TOPIC]["accept"] == 1
-        assert stats.messages_in[TOPIC]["reject"] >= 1  # per arrival, see above
+        assert stats.messages_in[TOPIC] == {"reject": 1, "accept": 1}
         assert stats.drops["publish_oversize"] == 1
         assert receiver.connected_peers() == (sender.peer_id,)
         nursery.cancel_scope.cancel()

@@ -8,6 +8,7 @@ SIGTERM stops every node cleanly. All waits are on events with timeouts.
 
 from __future__ import annotations
 
+import json
 import signal
 from collections.abc import Iterator
 from functools import partial
@@ -79,12 +80,25 @@ def test_sigkilled_node_is_noticed_and_rejoins_with_the_same_peer_id(
         if node is victim:
             continue
         # every node sees the restarted node's advert (new listen address => changed advert)
-        node.wait_for(
-            lambda e: e.get("event") == "advert_received" and e["peer"] == old_id,
-            EVENT_TIMEOUT_S,
-            since=marks[id(node)],
-        )
+        try:
+            node.wait_for(
+                lambda e: e.get("event") == "advert_received" and e["peer"] == old_id,
+                EVENT_TIMEOUT_S,
+                since=marks[id(node)],
+            )
+        except TimeoutError:
+            raise AssertionError(_diagnose(node, hub, victim, marks[id(node)])) from None
     victim.wait_adverts_from({n.peer_id for n in cluster} - {old_id}, EVENT_TIMEOUT_S)
+
+
+def _diagnose(node: NodeProc, hub: NodeProc, victim: NodeProc, since: int) -> str:
+    """What a failing wait saw: recent events and each side's transport figures."""
+    parts = [f"{node.data_dir.name} events since restart: {node.events[since:][-15:]}"]
+    for who in (node, hub, victim):
+        t = who.status()["transport"]
+        keys = ("peers", "mesh", "messages_in", "drops", "peer_scores")
+        parts.append(f"{who.data_dir.name}: " + json.dumps({k: t[k] for k in keys}))
+    return "\n".join(parts)
 
 
 async def test_plaintext_dialer_is_refused(cluster: list[NodeProc]) -> None:
