@@ -105,14 +105,18 @@ def run_job(
                 monitor.join(timeout=5.0)
         proc.returncode = os.waitstatus_to_exitcode(status)
         wall_s = time.monotonic() - monitor.started_at
-        # ru_maxrss is in kB on Linux and belongs to this child alone (wait4, not RUSAGE_CHILDREN).
-        peak_mb = max(usage.ru_maxrss, monitor.peak_kb) / 1024
+        del usage  # ru_maxrss is no good here: Linux carries the pre-exec high-water mark over
+        # exec, so a child spawned from a large parent (e.g. a test process holding big models)
+        # would report the parent's RSS. The child's own VmHWM (after exec) is in the result.
+        peak_kb = monitor.peak_kb
         if monitor.cap_hit is not None:
-            raise WorkerCapExceeded(monitor.cap_hit, wall_s, peak_mb)
+            raise WorkerCapExceeded(monitor.cap_hit, wall_s, peak_kb / 1024)
         if not result.exists():
             tail = log.read_text(errors="replace")[-LOG_TAIL_CHARS:].strip().replace("\n", " | ")
             raise WorkerError(f"worker for {op} died (exit {proc.returncode}): {tail}")
         outcome = json.loads(result.read_text())
+        peak_kb = max(peak_kb, int(outcome.get("vm_hwm_kb", 0)))
+        peak_mb = peak_kb / 1024
     if not outcome["ok"]:
         raise WorkerError(f"{op}: {outcome['error']}")
     return WorkerResult(value=outcome["value"], wall_s=wall_s, peak_rss_mb=peak_mb)
@@ -130,6 +134,7 @@ def main(argv: list[str]) -> int:
     except Exception as exc:  # the process boundary: report any failure as one line, then exit
         message = " ".join(str(exc).split()) or type(exc).__name__
         outcome = {"ok": False, "error": f"{type(exc).__name__}: {message}"[:LOG_TAIL_CHARS]}
+    outcome["vm_hwm_kb"] = _read_rss_kb(os.getpid())[1]  # this process's own peak, after exec
     tmp = result_path.with_suffix(".tmp")
     tmp.write_text(json.dumps(outcome))
     tmp.replace(result_path)

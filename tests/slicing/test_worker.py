@@ -22,6 +22,16 @@ def test_job_returns_value_time_and_peak_rss(tmp_path: Path) -> None:
     assert result.peak_rss_mb > 5  # a Python interpreter with ezkl loaded
 
 
+def test_peak_rss_is_the_childs_own_not_its_large_parents(tmp_path: Path) -> None:
+    # Linux keeps the pre-exec high-water mark across exec, so ru_maxrss of a child spawned from
+    # a big parent reports the parent's size. The worker must report its own peak instead.
+    ballast = bytearray(1500 * 1024 * 1024)
+    ballast[::4096] = b"\x01" * len(ballast[::4096])  # touch every page: resident
+    result = run_job("gen_srs", {"srs_path": str(tmp_path / "srs"), "logrows": 10}, timeout_s=120)
+    del ballast
+    assert 5 < result.peak_rss_mb < 1000, result.peak_rss_mb
+
+
 def test_job_error_is_one_line_worker_error(tmp_path: Path) -> None:
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"not onnx")
