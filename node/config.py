@@ -30,7 +30,7 @@ class NetworkConfig:
     listen: tuple[str, ...] = ("/ip4/0.0.0.0/tcp/4001",)
     bootstrap: tuple[str, ...] = ()
     advert_interval_s: float = 10.0
-    peers_max: int = 64
+    peers_target: int = 6  # dial peers learned from adverts until connected to this many
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +69,7 @@ class NodeConfig:
 
 _RANGES: dict[tuple[str, str], tuple[float, float]] = {
     ("network", "advert_interval_s"): (0.1, 3600),
-    ("network", "peers_max"): (1, 10_000),
+    ("network", "peers_target"): (0, 1000),
     ("prover", "slots"): (0, 1024),
     ("prover", "price_per_slice"): (0, 2**63 - 1),
     ("prover", "max_logrows"): (1, 32),
@@ -166,8 +166,9 @@ listen = ["/ip4/0.0.0.0/tcp/4001"]
 bootstrap = []
 # Seconds between signed capacity adverts on gossip.
 advert_interval_s = 10.0
-# Most peers to keep connections with.
-peers_max = 64
+# Dial peers learned from their signed capacity adverts until connected to this many
+# (0 = only the bootstrap peers). Keeps the mesh from being a star around the bootstrap node.
+peers_target = 6
 
 [prover]
 # Slices proven at once (each proof runs in its own process). 0 = never prove.

@@ -9,6 +9,7 @@ It stops when cancelled (the CLI cancels it on SIGINT/SIGTERM). It works with an
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.metadata
 import json
 import logging
@@ -22,6 +23,7 @@ import trio
 from node import __version__
 from node.config import NodeConfig
 from node.control import serve_control
+from node.discovery import PeerDiscovery
 from node.gossip import ReplayFilter, TopicValidator
 from node.identity import NodeIdentity
 from node.logs import log_event
@@ -73,6 +75,7 @@ class NodeRuntime:
         self._started_ms = 0
         self._ezkl_version = _ezkl_version()
         self._adverts_changed = trio.Event()
+        self.discovery = PeerDiscovery(transport, config.network.peers_target)
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
@@ -87,6 +90,7 @@ class NodeRuntime:
                     serve_control, self.config.control.listen, routes
                 )
             nursery.start_soon(self._log_peer_events)
+            await nursery.start(self.discovery.run)
             nursery.start_soon(self._advertise)
             self._started_ms = self._now_ms()
             log_event(
@@ -148,6 +152,7 @@ class NodeRuntime:
             self.adverts.popitem(last=False)
         self._adverts_changed.set()
         self._adverts_changed = trio.Event()
+        self.discovery.offer(peer, advert.listen_addrs)
         log_event(
             _log,
             "advert_received",
@@ -203,6 +208,7 @@ class NodeRuntime:
             "control": self.control_addr,
             "transport": self.transport.statistics().to_dict(),
             "gossip": {t: dict(v.reasons) for t, v in self.validators.items() if v.reasons},
+            "discovery": dataclasses.asdict(self.discovery.statistics()),
             "providers": {
                 peer: {"free_slots": a.free_slots, "price": a.price_per_slice, "seen_ms": ts}
                 for peer, (a, ts) in self.adverts.items()

@@ -152,3 +152,56 @@ def test_control_listen_must_be_a_loopback_host_port(listen: str) -> None:
         parse_control_listen(listen)
     assert parse_control_listen("127.0.0.1:0") == ("127.0.0.1", 0)
     assert parse_control_listen("::1:5") == ("::1", 5)
+
+
+async def test_discovery_turns_a_star_into_a_mesh_and_respects_the_target() -> None:
+    # Nodes 1..4 know only node 0 (a star). Adverts name each node's address, so with a target of
+    # 3 peers every node dials others it hears of, and nobody dials past the target.
+    net = MemoryNetwork(5)
+    settings = TransportSettings(topics=GOSSIP_TOPICS, gossip_bytes_max=ENVELOPE_BYTES_MAX)
+    nodes = []
+    for i in range(5):
+        ident = identity(40 + i)
+        cfg = config().with_overrides("network", peers_target=3)
+        nodes.append(NodeRuntime(cfg, ident, net.create(ident.peer_id, settings), control=False))
+    async with trio.open_nursery() as nursery:
+        for node in nodes:
+            await nursery.start(node.run)
+        for node in nodes[1:]:
+            await node.transport.connect(nodes[0].transport.listen_addrs()[0])
+        with trio.fail_after(WAIT_S):
+            while not all(len(n.transport.connected_peers()) >= 3 for n in nodes[1:]):
+                await net.wait_changed()
+        leaves = nodes[1:]
+        # Leaves now also reach each other directly: the hub is no longer a single point of failure.
+        assert all(
+            any(p != nodes[0].identity.peer_id for p in n.transport.connected_peers())
+            for n in leaves
+        )
+        dials = sum(n.discovery.statistics().dials_ok for n in nodes)
+        assert dials >= 2
+        # Nobody dials beyond its target (inbound connections may still arrive).
+        for n in nodes:
+            stats = n.statistics()["discovery"]
+            assert stats["target"] == 3 and stats["dials_failed"] == 0
+        nursery.cancel_scope.cancel()
+
+
+async def test_discovery_off_keeps_only_bootstrap_links() -> None:
+    net = MemoryNetwork(6)
+    nodes = []
+    for i in range(3):
+        ident = identity(50 + i)
+        cfg = config().with_overrides("network", peers_target=0)
+        nodes.append(NodeRuntime(cfg, ident, net.create(ident.peer_id), control=False))
+    async with trio.open_nursery() as nursery:
+        for node in nodes:
+            await nursery.start(node.run)
+        for node in nodes[1:]:
+            await node.transport.connect(nodes[0].transport.listen_addrs()[0])
+        ids = {n.identity.peer_id for n in nodes}
+        for node in nodes:
+            await node.wait_providers(ids - {node.identity.peer_id}, WAIT_S)
+        assert [len(n.transport.connected_peers()) for n in nodes] == [2, 1, 1]
+        assert all(n.discovery.statistics().offered > 0 for n in nodes)
+        nursery.cancel_scope.cancel()
