@@ -251,7 +251,25 @@ class Simnet:
         self.report.figures["mesh_all_adverts_s"] = round(time.monotonic() - t0, 2)
         pairs = sum(self.heard(a, b) for a in self.nodes for b in self.nodes if a is not b)
         total = self.o.nodes * (self.o.nodes - 1)
-        return self.check("every_node_hears_every_advert", ok, f"{pairs}/{total} pairs")
+        ok = self.check("every_node_hears_every_advert", ok, f"{pairs}/{total} pairs")
+        # Discovery must turn the bootstrap star into a mesh: no node hangs on one link.
+        want = min(2, self.o.nodes - 1)
+        meshed = self.wait_until(lambda: self.degree_min() >= want, self.o.mesh_timeout_s)
+        self.report.figures["peers_min"] = self.degree_min()
+        self.report.figures["peers_max"] = self.degree_max()
+        return self.check("mesh_not_a_star", meshed, f"min degree {self.degree_min()}") and ok
+
+    def degrees(self) -> list[int]:
+        return [
+            int(self._status.get(n.name, {}).get("transport", {}).get("peers_count", 0))
+            for n in self.nodes
+        ]
+
+    def degree_min(self) -> int:
+        return min(self.degrees(), default=0)
+
+    def degree_max(self) -> int:
+        return max(self.degrees(), default=0)
 
     def phase_faults(self) -> bool:
         self.phase = "faults"

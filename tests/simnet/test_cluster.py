@@ -35,6 +35,7 @@ def test_simnet_runs_real_nodes_with_a_crash_fault(tmp_path: Path) -> None:
     for name in (
         "all_nodes_up",
         "every_node_hears_every_advert",
+        "mesh_not_a_star",
         "restart_0_same_peer_id",
         "restart_0_heard_by_all",
         "ledger_roots_agree",
