@@ -44,7 +44,6 @@ class ProverConfig:
 @dataclass(frozen=True, slots=True)
 class ControlConfig:
     listen: str = "127.0.0.1:0"  # control API (dashboard, scripts); port 0 = pick one
-    metrics_listen: str = ""  # Prometheus metrics, e.g. "127.0.0.1:9100"; empty = off
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,8 +182,7 @@ memory_mb_max = 4096
 [control]
 # Local control API for the dashboard and scripts (loopback only). Port 0 = any free port.
 listen = "127.0.0.1:0"
-# Prometheus metrics endpoint, e.g. "127.0.0.1:9100". Empty = off.
-metrics_listen = ""
+# Prometheus metrics are served at /metrics on this same address.
 
 [log]
 # debug | info | warning | error

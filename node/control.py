@@ -23,7 +23,8 @@ READ_TIMEOUT_S = 5.0
 CONNECTIONS_MAX = 16
 _log = logging.getLogger("node.control")
 
-Routes = dict[str, Callable[[], dict[str, Any]]]
+# A route returns a JSON document, or (content type, body) for other formats (e.g. /metrics).
+Routes = dict[str, Callable[[], dict[str, Any] | tuple[str, bytes]]]
 
 
 def parse_control_listen(listen: str) -> tuple[str, int]:
@@ -44,6 +45,14 @@ def _response(status: str, doc: dict[str, Any]) -> bytes:
     body = json.dumps(doc, default=str).encode()
     head = (
         f"HTTP/1.0 {status}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+def _raw_response(status: str, content_type: str, body: bytes) -> bytes:
+    head = (
+        f"HTTP/1.0 {status}\r\nContent-Type: {content_type}\r\n"
         f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
     )
     return head.encode() + body
@@ -77,7 +86,11 @@ async def _handle(routes: Routes, limiter: trio.CapacityLimiter, stream: trio.So
             if route is None:
                 reply = _response("404 Not Found", {"error": "GET " + " ".join(sorted(routes))})
             else:
-                reply = _response("200 OK", route())
+                doc = route()
+                if isinstance(doc, tuple):
+                    reply = _raw_response("200 OK", *doc)
+                else:
+                    reply = _response("200 OK", doc)
         with trio.move_on_after(READ_TIMEOUT_S):
             await stream.send_all(reply)
     except (trio.BrokenResourceError, trio.ClosedResourceError):

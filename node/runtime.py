@@ -22,7 +22,7 @@ import trio
 
 from node import __version__
 from node.config import NodeConfig
-from node.control import serve_control
+from node.control import Routes, serve_control
 from node.discovery import PeerDiscovery
 from node.gossip import ReplayFilter, TopicValidator
 from node.identity import NodeIdentity
@@ -85,7 +85,11 @@ class NodeRuntime:
                 nursery.start_soon(self._consume, channel)
             self.transport.set_request_handler(PROTOCOL_STATUS, self._serve_status)
             if self._control:
-                routes = {"/status": self.statistics, "/health": self._health}
+                routes: Routes = {
+                    "/status": self.statistics,
+                    "/health": self._health,
+                    "/metrics": self._metrics,
+                }
                 self.control_addr = await nursery.start(
                     serve_control, self.config.control.listen, routes
                 )
@@ -186,6 +190,11 @@ class NodeRuntime:
         return json.dumps(self._summary()).encode()
 
     # -- statistics -------------------------------------------------------------------------
+
+    def _metrics(self) -> tuple[str, bytes]:
+        from node.metrics import CONTENT_TYPE, render_metrics
+
+        return CONTENT_TYPE, render_metrics(self.statistics)
 
     def _health(self) -> dict[str, Any]:
         return {"ok": True, "peer_id": self.identity.peer_id}

@@ -205,3 +205,23 @@ async def test_discovery_off_keeps_only_bootstrap_links() -> None:
         assert [len(n.transport.connected_peers()) for n in nodes] == [2, 1, 1]
         assert all(n.discovery.statistics().offered > 0 for n in nodes)
         nursery.cancel_scope.cancel()
+
+
+async def test_control_api_serves_prometheus_metrics() -> None:
+    async with runtimes(2, control=True) as (a, b):
+        await a.wait_providers({b.identity.peer_id}, WAIT_S)
+        host, port = a.control_addr.rsplit(":", 1)
+        stream = await trio.open_tcp_stream(host, int(port))
+        async with stream:
+            await stream.send_all(b"GET /metrics HTTP/1.0\r\n\r\n")
+            data = b""
+            with trio.fail_after(WAIT_S):
+                while chunk := await stream.receive_some(65536):
+                    data += chunk
+        head, _, body = data.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.0 200") and b"text/plain; version=0.0.4" in head
+        text = body.decode()
+        assert "dsperse_peers 1.0" in text
+        assert "dsperse_providers 1.0" in text
+        assert f'dsperse_gossip_in_total{{topic="{TOPIC_CAPACITY}",verdict="accept"}}' in text
+        assert "dsperse_adverts_published_total" in text
