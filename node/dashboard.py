@@ -47,6 +47,17 @@ class NodeRow:
 
 
 @dataclass(frozen=True, slots=True)
+class ProviderRow:
+    """A prover known from its signed capacity advert."""
+
+    peer_id: str
+    connected: bool
+    free_slots: int
+    price_per_slice: int
+    age_s: float
+
+
+@dataclass(frozen=True, slots=True)
 class SliceRow:
     index: int
     state: str
@@ -75,6 +86,7 @@ class Snapshot:
     elapsed_s: float
     seed: int | None = None
     nodes: tuple[NodeRow, ...] = ()
+    providers: tuple[ProviderRow, ...] = ()
     slices: tuple[SliceRow, ...] = ()
     ledger: tuple[LedgerRow, ...] = ()
     events: tuple[str, ...] = ()
@@ -120,6 +132,21 @@ def render_nodes(s: Snapshot) -> RenderableType:
             Text(str(n.rejected), style="red" if n.rejected else ""),
             f"{n.rss_mb:.0f}",
             str(n.restarts),
+        )
+    return table
+
+
+def render_providers(s: Snapshot) -> RenderableType:
+    table = Table(title="provers (from signed adverts)", expand=True, title_justify="left")
+    for col in ("peer id", "link", "free slots", "price / slice", "advert age"):
+        table.add_column(col, justify="left" if col in ("peer id", "link") else "right")
+    for p in s.providers:
+        table.add_row(
+            _short(p.peer_id, 16),
+            Text("direct", style="green") if p.connected else Text("via mesh", style="dim"),
+            str(p.free_slots),
+            str(p.price_per_slice),
+            Text(f"{p.age_s:.0f} s", style="red" if p.age_s > 60 else ""),
         )
     return table
 
@@ -180,6 +207,8 @@ def render(s: Snapshot) -> RenderableType:
     parts: list[RenderableType] = [render_header(s)]
     if s.nodes:
         parts.append(render_nodes(s))
+    if s.providers:
+        parts.append(render_providers(s))
     if s.slices:
         parts.append(render_slices(s))
     if s.ledger:

@@ -8,8 +8,10 @@ on stdout; logs (text or JSON lines) go to stderr. SIGINT or SIGTERM stops it cl
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
+from pathlib import Path
 from typing import Any
 
 from node.cli.common import add_data_dir, resolve_data_dir
@@ -96,6 +98,7 @@ def run(args: argparse.Namespace) -> int:
                 for addr in transport.listen_addrs():
                     print(f"listening: {addr}")
                 print(f"control:   http://{runtime.control_addr}/status", flush=True)
+                write_control_file(config.data_dir, runtime.control_addr)
                 async for signum in signals:
                     print(f"stopping ({signal.Signals(signum).name})", file=sys.stderr, flush=True)
                     nursery.cancel_scope.cancel()
@@ -105,7 +108,21 @@ def run(args: argparse.Namespace) -> int:
         trio.run(main)
     except BaseExceptionGroup as group:
         raise _single_leaf(group) from None
+    finally:
+        (config.data_dir / CONTROL_FILE_NAME).unlink(missing_ok=True)
     return 0
+
+
+CONTROL_FILE_NAME = "control.addr"
+
+
+def write_control_file(data_dir: Path, control_addr: str) -> None:
+    """Where this node's control API listens, for `dsperse-node dashboard --data-dir`."""
+    if not control_addr:
+        return
+    tmp = data_dir / f".{CONTROL_FILE_NAME}.tmp"
+    tmp.write_text(control_addr + "\n", encoding="utf-8")
+    os.replace(tmp, data_dir / CONTROL_FILE_NAME)
 
 
 def _single_leaf(group: BaseExceptionGroup[Any]) -> BaseException:
