@@ -95,12 +95,26 @@ def build_circuit(
         scale_rebase_multiplier=[1],
         max_logrows=max_logrows,
     )
+    _canonicalize_settings(settings)
     t1 = time.perf_counter()
     ezkl.compile_circuit(model, str(compiled), str(settings))
     t2 = time.perf_counter()
     summary = _summary(settings)
     summary.update(calibrate_s=t1 - t0, compile_s=t2 - t1)
     return summary
+
+
+def _canonicalize_settings(settings: Path) -> None:
+    """Make settings a function of the model, sample and policy alone, so the same inputs give
+    the same bundle id: EZKL stamps them with the wall clock and writes some sets (range checks,
+    lookups) in hash order. Neither plays a part in proving: zero the stamp, sort the sets."""
+    doc = json.loads(settings.read_text())
+    if "timestamp" in doc:
+        doc["timestamp"] = 0  # EZKL wants a number here (null does not parse)
+    for key in ("required_range_checks", "required_lookups"):
+        if isinstance(doc.get(key), list):
+            doc[key] = sorted(doc[key], key=lambda v: json.dumps(v, sort_keys=True))
+    settings.write_text(json.dumps(doc, sort_keys=True))
 
 
 def gen_srs(srs_path: str, logrows: int) -> dict[str, Any]:

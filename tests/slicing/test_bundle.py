@@ -196,3 +196,25 @@ def test_srs_file_is_recorded_and_enforced(
     other.write_bytes(ceremony.read_bytes()[:-1] + b"\x00")
     with pytest.raises(BundleError, match="is not the one the bundle names"):
         EzklProver(tmp_path / "c", srs_file=other).prove_slice(bundle, 0, {"x": MLP_INPUT[0]})
+
+
+@pytest.mark.slow
+def test_rebuilding_gives_the_same_settings_and_verifying_keys(
+    digits_bundle: Bundle, tmp_path: Path, cache_dir: Path
+) -> None:
+    # EZKL stamps settings with the clock and writes hash-ordered maps; the bundle canonicalises
+    # them, so the same model, sample and budget give byte-identical settings and vk hashes.
+    from node.cli import main
+
+    out = tmp_path / "again"
+    argv = ["slice", str(DIGITS), "--input", str(DIGITS_SAMPLE), "--out", str(out), "--quiet",
+            "--max-logrows", str(DIGITS_BUDGET.max_logrows),
+            "--cache-dir", str(cache_dir)]  # fmt: skip
+    assert main(argv) == 0
+    again = load_bundle(out)
+    assert [e["vk_sha256"] for e in again.slices] == [e["vk_sha256"] for e in digits_bundle.slices]
+    for entry in digits_bundle.slices:
+        first = digits_bundle.get_path(entry["index"], "settings.json").read_bytes()
+        second = again.get_path(entry["index"], "settings.json").read_bytes()
+        assert first == second
+        assert json.loads(first)["timestamp"] == 0
