@@ -106,6 +106,7 @@ class Simnet:
         self._live: Live | None = None
         self._proving: ProvingResult | None = None
         self._proving_done = threading.Event()
+        self._interrupt = threading.Event()  # never set: only paces the status polls
 
     # -- plumbing -----------------------------------------------------------------------------
 
@@ -145,7 +146,6 @@ class Simnet:
         for n in self.nodes:
             st = self._status.get(n.name, {})
             transport = st.get("transport", {})
-            node = st.get("node", {})
             msgs_in = transport.get("messages_in", {})
             rows.append(
                 NodeRow(
@@ -161,7 +161,6 @@ class Simnet:
                     restarts=n.restarts,
                 )
             )
-            del node
         with self._lock:
             slices = tuple(self.slices[i] for i in sorted(self.slices))
             events = tuple(self.events)
@@ -197,7 +196,7 @@ class Simnet:
                 return True
             if time.monotonic() >= deadline:
                 return False
-            self._proving_done.wait(POLL_S)  # a bounded pause between polls, not a sync point
+            self._interrupt.wait(POLL_S)  # a bounded pause between polls, not a sync point
 
     def heard(self, listener: NodeProcess, speaker: NodeProcess, since_ms: int = 0) -> bool:
         providers = self._status.get(listener.name, {}).get("providers", {})
