@@ -10,8 +10,10 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
+import os
 from collections.abc import Callable
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import trio
@@ -24,6 +26,8 @@ CONNECTIONS_MAX = 16
 _log = logging.getLogger("node.control")
 
 # A route returns a JSON document, or (content type, body) for other formats (e.g. /metrics).
+CONTROL_FILE_NAME = "control.addr"  # in the data dir: where a running node's control API is
+
 Routes = dict[str, Callable[[], dict[str, Any] | tuple[str, bytes]]]
 
 
@@ -114,3 +118,16 @@ async def serve_control(
     async with trio.open_nursery() as nursery:
         await nursery.start(trio.serve_listeners, partial(_handle, routes, limiter), listeners)
         task_status.started(f"{bound_host}:{bound_port}")
+
+
+def write_control_file(data_dir: Path, control_addr: str) -> None:
+    """Record where this node's control API listens (for `dsperse-node dashboard --data-dir`)."""
+    if not control_addr:
+        return
+    tmp = data_dir / f".{CONTROL_FILE_NAME}.tmp"
+    tmp.write_text(control_addr + "\n", encoding="utf-8")
+    os.replace(tmp, data_dir / CONTROL_FILE_NAME)
+
+
+def remove_control_file(data_dir: Path) -> None:
+    (data_dir / CONTROL_FILE_NAME).unlink(missing_ok=True)

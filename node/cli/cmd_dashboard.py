@@ -18,7 +18,6 @@ from node.cli.common import CliError, add_data_dir, resolve_data_dir
 
 STATUS_TIMEOUT_S = 3.0
 STATUS_BYTES_MAX = 4 << 20
-CONTROL_FILE_NAME = "control.addr"
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -34,6 +33,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def _control_addr(args: argparse.Namespace) -> str:
     if args.control:
         return str(args.control)
+    from node.control import CONTROL_FILE_NAME  # trio loads only when a command runs
+
     path = resolve_data_dir(args) / CONTROL_FILE_NAME
     try:
         return path.read_text(encoding="utf-8").strip()

@@ -8,10 +8,8 @@ on stdout; logs (text or JSON lines) go to stderr. SIGINT or SIGTERM stops it cl
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import sys
-from pathlib import Path
 from typing import Any
 
 from node.cli.common import add_data_dir, resolve_data_dir
@@ -75,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
     setup_logging(config.log.level, config.log.format)
     import trio
 
+    from node.control import remove_control_file, write_control_file
     from node.runtime import NodeRuntime
     from node.topics import GOSSIP_TOPICS
     from node.wire import ENVELOPE_BYTES_MAX
@@ -109,20 +108,8 @@ def run(args: argparse.Namespace) -> int:
     except BaseExceptionGroup as group:
         raise _single_leaf(group) from None
     finally:
-        (config.data_dir / CONTROL_FILE_NAME).unlink(missing_ok=True)
+        remove_control_file(config.data_dir)
     return 0
-
-
-CONTROL_FILE_NAME = "control.addr"
-
-
-def write_control_file(data_dir: Path, control_addr: str) -> None:
-    """Where this node's control API listens, for `dsperse-node dashboard --data-dir`."""
-    if not control_addr:
-        return
-    tmp = data_dir / f".{CONTROL_FILE_NAME}.tmp"
-    tmp.write_text(control_addr + "\n", encoding="utf-8")
-    os.replace(tmp, data_dir / CONTROL_FILE_NAME)
 
 
 def _single_leaf(group: BaseExceptionGroup[Any]) -> BaseException:
