@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from node.config import DEFAULT_CONFIG_TOML
-from node.identity import KEY_FILE_NAME, NodeIdentity, save_identity
+from node.cli.cmd_identity import init_data_dir as create_data_dir
+from node.identity import KEY_FILE_NAME, NodeIdentity, load_identity
 
 STATUS_TIMEOUT_S = 2.0
 STOP_TIMEOUT_S = 15.0
@@ -29,17 +29,11 @@ STATUS_BYTES_MAX = 4 << 20
 
 
 def init_data_dir(data_dir: Path) -> NodeIdentity:
-    """Create a node data dir (key + config) like `dsperse-node init`, or reuse an existing one."""
-    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    """A node data dir made by `dsperse-node init`'s own code, or the existing one reused."""
     key_path = data_dir / KEY_FILE_NAME
     if key_path.exists():
-        from node.identity import load_identity
-
         return load_identity(key_path)
-    identity = NodeIdentity.generate()
-    save_identity(identity, key_path)
-    (data_dir / "config.toml").write_text(DEFAULT_CONFIG_TOML, encoding="utf-8")
-    return identity
+    return create_data_dir(data_dir)
 
 
 @dataclass

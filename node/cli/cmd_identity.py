@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from pathlib import Path
 
 from node.cli.common import add_data_dir, resolve_data_dir
 from node.config import CONFIG_FILE_NAME, DEFAULT_CONFIG_TOML, load_config
@@ -26,23 +27,29 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def run_init(args: argparse.Namespace) -> int:
     data_dir = resolve_data_dir(args)
+    identity = init_data_dir(data_dir, force=args.force)
+    print(f"data dir:  {data_dir}")
+    print(f"key:       {data_dir / KEY_FILE_NAME} (mode 0600)")
+    print(f"config:    {data_dir / CONFIG_FILE_NAME}")
+    print(f"peer id:   {identity.peer_id}")
+    return 0
+
+
+def init_data_dir(data_dir: Path, *, force: bool = False) -> NodeIdentity:
+    """Create a data dir with a new identity key and, unless one exists, the default config.
+    Refuses to replace an existing key unless `force` (a new key is a new peer id)."""
     if data_dir.exists() and not data_dir.is_dir():
         raise DataDirError(f"{data_dir} exists and is not a directory")
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    key_path = data_dir / KEY_FILE_NAME
     identity = NodeIdentity.generate()
-    save_identity(identity, key_path, force=args.force)
+    save_identity(identity, data_dir / KEY_FILE_NAME, force=force)
     config_path = data_dir / CONFIG_FILE_NAME
     if not config_path.exists():
         tmp = config_path.with_name(f".{CONFIG_FILE_NAME}.tmp-{os.getpid()}")
         tmp.write_text(DEFAULT_CONFIG_TOML, encoding="utf-8")
         os.replace(tmp, config_path)
     load_config(data_dir)  # the file we leave behind must be valid
-    print(f"data dir:  {data_dir}")
-    print(f"key:       {key_path} (mode 0600)")
-    print(f"config:    {config_path}")
-    print(f"peer id:   {identity.peer_id}")
-    return 0
+    return identity
 
 
 def run_id(args: argparse.Namespace) -> int:
