@@ -178,6 +178,16 @@ class Slash:
     evidence: Evidence
 
 
+@dataclass(frozen=True, slots=True)
+class GenesisBond:
+    """Mint `amount` straight into `recipient`'s bonded stake (genesis only): a new network's
+    first provers can be awarded before anyone has signed a `Bond`."""
+
+    KIND: ClassVar[int] = 10
+    recipient: bytes
+    amount: int
+
+
 Operation = (
     GenesisAllocation
     | Transfer
@@ -189,6 +199,7 @@ Operation = (
     | Claim
     | Refund
     | Slash
+    | GenesisBond
 )
 
 
@@ -258,5 +269,5 @@ class LedgerState:
     awards: dict[bytes, AwardState] = field(default_factory=dict)  # by award entry hash
     slots: dict[tuple[bytes, bytes, int], bytes] = field(default_factory=dict)  # -> award ref
     offences: dict[bytes, OffenceState] = field(default_factory=dict)  # by offence id
-    supply: int = 0  # sum of applied genesis allocations
+    supply: int = 0  # sum of applied genesis allocations and genesis bonds
     burned: int = 0

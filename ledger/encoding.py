@@ -42,6 +42,7 @@ from ledger.containers import (
     Evidence,
     ForkEvidence,
     GenesisAllocation,
+    GenesisBond,
     InvalidProofEvidence,
     LinkageEvidence,
     Operation,
@@ -103,7 +104,7 @@ def evidence_to_array(e: Evidence) -> list[object]:
 
 
 def op_to_array(op: Operation) -> list[object]:
-    if isinstance(op, GenesisAllocation | Transfer):
+    if isinstance(op, GenesisAllocation | Transfer | GenesisBond):
         return [op.KIND, op.recipient, op.amount]
     if isinstance(op, Bond | Unbond):
         return [op.KIND, op.amount]
@@ -287,8 +288,11 @@ _SIMPLE: dict[int, Callable[[list[Any]], Operation]] = {
     ),
     Award.KIND: _award_from_array,
     Refund.KIND: lambda a: Refund(_bytes(a[1], HASH_BYTES, "job_id")),
+    GenesisBond.KIND: lambda a: GenesisBond(
+        _bytes(a[1], KEY_BYTES, "recipient"), _amount(a[2], "amount")
+    ),
 }
-_ARITY = {0: 3, 1: 3, 2: 2, 3: 2, 4: 1, 5: 4, 6: 7, 7: 3, 8: 2, 9: 2}
+_ARITY = {0: 3, 1: 3, 2: 2, 3: 2, 4: 1, 5: 4, 6: 7, 7: 3, 8: 2, 9: 2, 10: 3}
 
 
 def op_from_array(x: Any, proof_max: int) -> Operation:

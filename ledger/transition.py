@@ -19,6 +19,7 @@ from ledger.containers import (
     Escrow,
     EscrowState,
     GenesisAllocation,
+    GenesisBond,
     LedgerState,
     OffenceState,
     Refund,
@@ -58,6 +59,13 @@ def process_genesis(
     require(state.supply + op.amount <= env.config.supply_max, Reason.SUPPLY_CAP_EXCEEDED)
     state.supply += op.amount
     increase_balance(state, op.recipient, op.amount)
+
+
+def process_genesis_bond(state: LedgerState, entry: Entry, op: GenesisBond, env: LedgerEnv) -> None:
+    # Genesis bonds count against the same supply cap as allocations.
+    require(state.supply + op.amount <= env.config.supply_max, Reason.SUPPLY_CAP_EXCEEDED)
+    state.supply += op.amount
+    get_account_for_update(state, op.recipient).bonded += op.amount
 
 
 def process_transfer(state: LedgerState, entry: Entry, op: Transfer) -> None:
@@ -238,6 +246,8 @@ def process_entry(state: LedgerState, entry: Entry, env: LedgerEnv) -> None:
         process_refund(state, entry, op)
     elif isinstance(op, Slash):
         process_slash(state, entry, op, env)
+    elif isinstance(op, GenesisBond):
+        process_genesis_bond(state, entry, op, env)
     else:
         process_genesis(state, entry, op, env)
 

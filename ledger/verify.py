@@ -20,6 +20,7 @@ from ledger.containers import (
     Evidence,
     ForkEvidence,
     GenesisAllocation,
+    GenesisBond,
     InvalidProofEvidence,
     LinkageEvidence,
     ProofStatement,
@@ -211,8 +212,8 @@ def verify_entry(entry: Entry, env: LedgerEnv) -> None:
     require(
         env.is_valid_signature(header.account, entry.hash, header.signature), Reason.BAD_SIGNATURE
     )
-    if isinstance(op, GenesisAllocation):
-        # Only the network's genesis key mints.
+    if isinstance(op, GenesisAllocation | GenesisBond):
+        # Only the network's genesis key mints (into a balance or straight into a bond).
         require(header.account == env.config.genesis_account, Reason.NOT_GENESIS_AUTHORITY)
     elif isinstance(op, Transfer):
         # A transfer to oneself is a no-op that would still cost every replica work.

@@ -24,6 +24,7 @@ from ledger.containers import (
     Evidence,
     ForkEvidence,
     GenesisAllocation,
+    GenesisBond,
     InvalidProofEvidence,
     LinkageEvidence,
     Refund,
@@ -76,6 +77,9 @@ def build_history(env: LedgerEnv, seed: int, steps: int) -> History:
     everyone = HONEST + BYZANTINE
     for name in everyone:
         emit("genesis", GenesisAllocation(w.key(name), rng.randrange(500, 2000)), observe=True)
+    for name in BYZANTINE:
+        # Stake minted at genesis is slashable like any other (no rng draw: seeds keep meaning).
+        emit("genesis", GenesisBond(w.key(name), 100), observe=True)
     for name in everyone:
         emit(name, Bond(rng.randrange(100, 400)), observe=True)
     jobs: list[tuple[str, bytes]] = []

@@ -19,6 +19,7 @@ from ledger.containers import (
     Escrow,
     ForkEvidence,
     GenesisAllocation,
+    GenesisBond,
     InvalidProofEvidence,
     LinkageEvidence,
     ProofStatement,
@@ -60,6 +61,7 @@ operations = st.one_of(
     st.builds(Claim, signed, proofs),
     st.builds(Refund, b32),
     st.builds(Slash, evidence),
+    st.builds(GenesisBond, b32, amounts),
 )
 
 
@@ -117,6 +119,9 @@ def _entry_array(op: list[object]) -> list[object]:
         (_entry_array([1, b"\x03" * 31, 5]), Reason.MALFORMED),
         (_entry_array([1, b"\x03" * 32]), Reason.MALFORMED),
         (_entry_array([42, b"\x03" * 32, 5]), Reason.MALFORMED),
+        (_entry_array([10, b"\x03" * 32, 0]), Reason.AMOUNT_OUT_OF_RANGE),
+        (_entry_array([10, b"\x03" * 31, 5]), Reason.MALFORMED),
+        (_entry_array([10, b"\x03" * 32]), Reason.MALFORMED),
         (_entry_array([9, [7, 1, 2]]), Reason.MALFORMED),
         (_entry_array([7, [[1], 2, 3, 4], b""]), Reason.MALFORMED),
         (_entry_array([8, "text"]), Reason.MALFORMED),
@@ -128,6 +133,13 @@ def test_refusals(raw: object, reason: Reason) -> None:
     with pytest.raises(InvalidTransition) as info:
         decode_entry(msgpack.packb(raw, use_bin_type=True), PROOF_MAX)
     assert info.value.reason is reason
+
+
+def test_genesis_bond_is_encoded_like_an_allocation_with_kind_10() -> None:
+    from ledger.encoding import op_to_array
+
+    assert op_to_array(GenesisBond(b"\x03" * 32, 7)) == [10, b"\x03" * 32, 7]
+    assert op_to_array(GenesisAllocation(b"\x03" * 32, 7)) == [0, b"\x03" * 32, 7]
 
 
 def test_non_canonical_int_is_refused() -> None:

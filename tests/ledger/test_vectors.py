@@ -33,6 +33,7 @@ def test_vectors_exist_for_every_kind() -> None:
         "claim",
         "refund",
         "slash",
+        "genesis_bond",
     } <= kinds
 
 
