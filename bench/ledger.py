@@ -32,13 +32,7 @@ from ledger.lattice import Lattice
 from ledger.store import LedgerStore
 from ledger.sync import pull_from
 from node.identity import Ed25519Scheme, NodeIdentity
-
-
-class _NoClaims:
-    """The workload has no claims or evidence, so no proof is ever verified."""
-
-    def verify(self, statement: object, proof: bytes) -> bool:
-        raise AssertionError("no proofs in this workload")
+from node.proof_verifier import UndecidedVerifier
 
 
 def _identity(i: int) -> NodeIdentity:
@@ -49,7 +43,9 @@ def make_workload(n_entries: int, n_accounts: int, seed: int) -> tuple[LedgerEnv
     """Genesis funds every account, then random transfers (85%), bonds and unbonds."""
     rng = random.Random(seed)
     genesis = ChainWriter(_identity(-1))
-    env = LedgerEnv(mainnet_config(genesis.account), Ed25519Scheme(), _NoClaims())
+    # The workload files no claims or evidence, so no proof reaches the verifier; were one to,
+    # the honest answer of a replica without bundles is "cannot decide" (None), never a verdict.
+    env = LedgerEnv(mainnet_config(genesis.account), Ed25519Scheme(), UndecidedVerifier())
     writers = [ChainWriter(_identity(i)) for i in range(n_accounts)]
     entries = [genesis.append(GenesisAllocation(w.account, 10**9)) for w in writers]
     height = genesis.height

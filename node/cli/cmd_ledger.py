@@ -2,17 +2,27 @@
 
 The replica lives in `<data dir>/ledger.sqlite`. Opening it runs the store's integrity check
 (rows re-hashed, chains re-linked, state root recomputed); `verify` also re-checks every
-signature and piece of evidence. Commands only read: nothing is written to the database.
+signature and piece of evidence, and re-verifies with EZKL the proof of every claim and of every
+invalid-proof evidence whose bundle is in `<data dir>/bundles` (`node.proof_verifier`), listing
+those it cannot check. Commands only read: they open one read snapshot (SQLite WAL lets a running
+node keep writing meanwhile) and close without a checkpoint, so nothing is written to the
+database; EZKL verification reads the SRS from `<data dir>/cache` and never creates one.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from node.cli.common import add_data_dir, resolve_data_dir
+
+if TYPE_CHECKING:
+    from ledger.interfaces import ProofVerifier
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -22,7 +32,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         ("show", "summary: entries, supply, totals, slashes, state root"),
         ("accounts", "every account: balance, bonded, unbonding, slashed, chain length"),
         ("entries", "the entries of one account's chain with their status"),
-        ("verify", "full check: hashes, chains, signatures, evidence, state root"),
+        ("verify", "full check: hashes, chains, signatures, evidence, proofs, state root"),
         ("root", "print the state root (equal sets of entries give equal roots)"),
     ):
         q = cmds.add_parser(name, help=helptext)
@@ -34,21 +44,18 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.set_defaults(func=run)
 
 
-class _NoProofVerifier:
-    """Proofs were verified when entries arrived; the CLI re-checks everything else."""
-
-    def verify(self, statement: object, proof: bytes) -> bool:
-        return False
-
-
 def _open(args: argparse.Namespace) -> Any:
     from ledger.env import LedgerEnv
     from ledger.store import LEDGER_FILE_NAME, LedgerStore, read_store_config
     from node.identity import Ed25519Scheme
+    from node.proof_verifier import UndecidedVerifier
 
     path = resolve_data_dir(args) / LEDGER_FILE_NAME
     config = read_store_config(Path(path))
-    env = LedgerEnv(config, Ed25519Scheme(), _NoProofVerifier(), verify_proofs=False)
+    # The store's own re-check runs every entry-only check except proofs (verify_proofs=False, so
+    # the verifier is never asked): a proof whose bundle is absent would be PROOF_UNDECIDED and
+    # read as corruption. `verify` re-checks proofs itself, in `_check_proofs`.
+    env = LedgerEnv(config, Ed25519Scheme(), UndecidedVerifier(), verify_proofs=False)
     return LedgerStore.open(path, env, create=False)
 
 
@@ -64,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
         }[args.ledger_command]
         return handler(store, args)
     finally:
-        store.close(checkpoint=False)
+        store.close(checkpoint=False)  # a checkpoint writes the root: stay read-only
 
 
 def _label(account: bytes) -> str:
@@ -199,11 +206,63 @@ def _entries(store: Any, args: argparse.Namespace) -> int:
     return 0
 
 
+@dataclass(frozen=True, slots=True)
+class _ProofCheck:
+    entry_hash: bytes
+    kind: str  # "claim" or "invalid-proof evidence"
+    bundle_id: bytes
+    verdict: bool | None  # the verifier's answer
+    holds: bool | None  # the entry is right about its proof (None: cannot check here)
+
+
+def _check_proofs(entries: Iterable[Any], verifier: ProofVerifier) -> list[_ProofCheck]:
+    """Re-verify the proof of every claim (must verify) and of every invalid-proof evidence
+    (must not), in (height, hash) order."""
+    from ledger.containers import Claim, InvalidProofEvidence, Slash
+
+    checks = []
+    for entry in sorted(entries, key=lambda e: (e.header.height, e.hash)):
+        op = entry.op
+        if isinstance(op, Claim):
+            kind, signed, proof, expected = "claim", op.statement, op.proof, True
+        elif isinstance(op, Slash) and isinstance(op.evidence, InvalidProofEvidence):
+            evidence = op.evidence
+            kind, signed, proof = "invalid-proof evidence", evidence.statement, evidence.proof
+            expected = False
+        else:
+            continue
+        verdict = verifier.verify(signed.statement, proof)
+        holds = None if verdict is None else verdict is expected
+        checks.append(_ProofCheck(entry.hash, kind, signed.statement.bundle_id, verdict, holds))
+    return checks
+
+
 def _verify(store: Any, args: argparse.Namespace) -> int:
+    from node.proof_verifier import BUNDLES_DIR_NAME, BundleProofVerifier
+
     root = store.verify()
+    data_dir = resolve_data_dir(args)
+    checks = _check_proofs(store.lattice.iter_entries(), BundleProofVerifier.for_data_dir(data_dir))
+    failed = [c for c in checks if c.holds is False]
+    unchecked = [c for c in checks if c.holds is None]
     print(f"ok: {store.count} entries; hashes, chains, signatures and evidence check out")
-    print("proofs in claims were verified on arrival and are not re-run here")
+    print(
+        f"proofs: {len(checks) - len(unchecked)} re-verified, {len(failed)} wrong, "
+        f"{len(unchecked)} not checkable (bundle or its SRS not in {data_dir / BUNDLES_DIR_NAME})"
+    )
+    for c in unchecked:
+        print(f"  unchecked {c.entry_hash.hex()} {c.kind} bundle {c.bundle_id.hex()}")
+    for c in failed:
+        what = "does not verify" if c.kind == "claim" else "verifies (the slash is unfounded)"
+        print(f"  WRONG {c.entry_hash.hex()} {c.kind} bundle {c.bundle_id.hex()}: proof {what}")
     print(f"root {root.hex()}")
+    if failed:
+        print(
+            f"dsperse-node ledger: error: {len(failed)} stored entries are wrong about their "
+            "proofs (listed above)",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 
