@@ -19,6 +19,10 @@ class DialFailed(P2PError, ConnectionError):
     """A dial did not produce a secure connection (refused, unreachable, handshake failed)."""
 
 
+class ListenFailed(P2PError, OSError):
+    """A listen address could not be bound (port in use, address not on this host)."""
+
+
 class MessageTooLarge(P2PError, ValueError):
     """A payload or frame exceeds the size limit agreed for its topic or protocol."""
 

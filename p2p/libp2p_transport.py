@@ -27,6 +27,7 @@ import libp2p  # noqa: F401  (runs libp2p's logging setup, which we then overrid
 import libp2p.network.auto_connector as _auto_connector
 import libp2p.pubsub.pubsub as _pubsub_mod
 import libp2p.pubsub.rpc_queue as _rpc_queue_mod
+import libp2p.transport.tcp.tcp as _tcp_mod
 import multiaddr
 import trio
 from google.protobuf.message import DecodeError
@@ -64,6 +65,7 @@ from p2p.counters import Deliveries, TransportCounters, judge
 from p2p.errors import (
     DialFailed,
     InvalidAddress,
+    ListenFailed,
     MessageTooLarge,
     RequestFailed,
     RequestTimeout,
@@ -90,6 +92,30 @@ def tame_libp2p_logging(level: int = logging.WARNING) -> None:
 
 
 tame_libp2p_logging()
+
+_LISTEN_FAILED_PREFIX = "Failed to start TCP listener for "
+
+
+class _ListenFailures(logging.Filter):
+    """libp2p logs a TCP listen it could not bind at ERROR and carries on without it; we raise
+    `ListenFailed` instead, so its record is kept here (for the reason) rather than logged too."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reasons: dict[str, str] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if not message.startswith(_LISTEN_FAILED_PREFIX):
+            return True
+        addr, _, reason = message.removeprefix(_LISTEN_FAILED_PREFIX).partition(": ")
+        errno_at = reason.find("[Errno ")
+        self.reasons[addr] = reason[errno_at:] if errno_at >= 0 else reason
+        return False
+
+
+_listen_failures = _ListenFailures()
+logging.getLogger(_tcp_mod.__name__).addFilter(_listen_failures)
 
 
 class _CountingRpcQueue(_rpc_queue_mod.RpcQueue):
@@ -186,6 +212,14 @@ def _make_router() -> GossipSub:
             graylist_threshold=-80,
         ),
     )
+
+
+def _first_leaf(group: BaseExceptionGroup[Any]) -> BaseException:
+    """The first exception inside (possibly nested) exception groups."""
+    first: BaseException = group
+    while isinstance(first, BaseExceptionGroup):
+        first = first.exceptions[0]
+    return first
 
 
 def _local_ipv4s() -> list[str]:
@@ -364,6 +398,7 @@ class Libp2pTransport:
                 self._host.run(listen_addrs=self._listen),
                 trio.open_nursery() as nursery,
             ):
+                self._require_listening()
                 await self._pubsub.wait_until_ready()
                 self._running = True
                 for addr in self._bootstrap:
@@ -376,6 +411,8 @@ class Libp2pTransport:
                     with trio.CancelScope(shield=True):
                         await self._quiesce()
                     nursery.cancel_scope.cancel()
+        except* ListenFailed as group:
+            raise _first_leaf(group) from None
         except* RuntimeError as group:
             # P22: libp2p's reader can race its own closing nursery; count it, re-raise others.
             rest = group.subgroup(lambda e: "Nursery is closed" not in str(e))
@@ -402,6 +439,14 @@ class Libp2pTransport:
                     await self._host.disconnect(pid)
                 except _STREAM_ERRORS:
                     self.counters.drop("shutdown_disconnect_error")
+
+    def _require_listening(self) -> None:
+        """Every listen address is bound: libp2p's host would run on without one, unreachable."""
+        bound = self._host.get_network().listeners
+        for addr in map(str, self._listen):
+            if addr not in bound:
+                reason = _listen_failures.reasons.pop(addr, "not bound")
+                raise ListenFailed(f"cannot listen on {addr}: {reason}")
 
     def _require_running(self) -> None:
         if not self._running:

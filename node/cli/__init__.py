@@ -2,8 +2,10 @@
 
 A module exposes `register(subparsers)`, which adds its parser(s) and sets `func(args) -> int`.
 Heavy packages (libp2p, ezkl, onnx) are imported inside the handlers, so `--help` stays fast.
-Operating errors (`NodeError` and the packages' own roots) print one line and exit 1; usage
-errors exit 2 (argparse's convention); an unfinished command says so and exits 2.
+Operating errors (`NodeError` and the packages' own roots, and every `OSError`: a missing or
+unwritable path, a port in use, a refused connection) print one line and exit 1; usage errors exit
+2 (argparse's convention); an unfinished command says so and exits 2. Any other exception is a
+programmer error and propagates with its traceback.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from node.cli import (
     cmd_slice,
     cmd_submit,
 )
-from node.cli.common import CliError, user_errors
+from node.cli.common import CliError, describe_os_error, user_errors
 
 _MODULES = (cmd_identity, cmd_run, cmd_slice, cmd_submit, cmd_ledger, cmd_dashboard)
 
@@ -53,6 +55,12 @@ def main(argv: Sequence[str] | None = None, extra: Sequence[ModuleType] = ()) ->
     except CliError as exc:
         print(f"dsperse-node {args.command}: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:
+        # The environment refused (no such file, permission denied, address in use): the user
+        # can act on that, so one line and no traceback. Checked after the package roots, some
+        # of which are OSErrors too (p2p's DialFailed, ListenFailed) and carry a better message.
+        print(f"dsperse-node {args.command}: error: {describe_os_error(exc)}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
     return code

@@ -156,6 +156,16 @@ def _require_file(path: Path, what: str) -> None:
         raise CliError(f"{what} not found: {path}")
 
 
+def _require_out_dir(out: Path) -> None:
+    """Refuse an --out no bundle can be made at before a long build (e.g. under a regular file);
+    other refusals (permissions) surface as OSErrors, one line each (node.cli.main)."""
+    ancestor = out.absolute().parent
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise CliError(f"cannot create bundle {out}: {ancestor} is not a directory")
+
+
 def _warn_dev_srs(args: argparse.Namespace) -> None:
     from slicing.srs import DEV_SRS_WARNING
 
@@ -173,6 +183,7 @@ def run_slice(args: argparse.Namespace) -> int:
 
     _require_file(args.model, "model")
     _require_file(args.input, "input file")
+    _require_out_dir(args.out)
     logging.basicConfig(level=logging.ERROR)
     default = Budget()
     budget = Budget(

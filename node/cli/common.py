@@ -39,6 +39,13 @@ def user_errors() -> tuple[type[BaseException], ...]:
     return tuple(roots)
 
 
+def describe_os_error(exc: OSError) -> str:
+    """One line for an OSError: `<what>: <path>` (both paths of a rename; no path for sockets)."""
+    what = exc.strerror or str(exc) or type(exc).__name__
+    paths = [str(p) for p in (exc.filename, exc.filename2) if p is not None]
+    return ": ".join([what, *paths])
+
+
 def add_data_dir(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--data-dir",

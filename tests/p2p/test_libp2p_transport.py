@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from node.identity import NodeIdentity
 from p2p.abc import GossipMessage, PeerEvent, TransportSettings, Verdict
-from p2p.errors import InvalidAddress
+from p2p.errors import InvalidAddress, ListenFailed
 from p2p.libp2p_transport import Libp2pTransport, compute_libp2p_peer_id
 from tests.p2p.cluster import make_seed
 
@@ -50,6 +50,23 @@ async def test_plaintext_only_dialer_is_refused_and_noise_peers_connect() -> Non
                 await plain.connect(info_from_p2p_addr(Multiaddr(node.listen_addrs()[0])))
         assert node.connected_peers() == ()
         nursery.cancel_scope.cancel()
+
+
+async def test_a_listen_address_in_use_stops_the_transport(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # libp2p alone logs the failed bind and runs on, listening nowhere; we refuse to start.
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        addr = f"/ip4/127.0.0.1/tcp/{busy.getsockname()[1]}"
+        node = Libp2pTransport(make_seed(4), listen=("/ip4/127.0.0.1/tcp/0", addr))
+        async with trio.open_nursery() as nursery:
+            with trio.fail_after(WAIT_S), pytest.raises(ListenFailed, match="in use") as info:
+                await nursery.start(node.run)
+    assert addr in str(info.value)
+    assert node.connected_peers() == ()
+    assert not [r for r in caplog.records if "TCP listener" in r.getMessage()]  # said once
 
 
 def _free_port() -> int:
