@@ -23,10 +23,11 @@ from node.cli import (
     cmd_run,
     cmd_slice,
     cmd_submit,
+    cmd_wallet,
 )
 from node.cli.common import CliError, describe_os_error, user_errors
 
-_MODULES = (cmd_identity, cmd_run, cmd_slice, cmd_submit, cmd_ledger, cmd_dashboard)
+_MODULES = (cmd_identity, cmd_run, cmd_slice, cmd_submit, cmd_ledger, cmd_dashboard, cmd_wallet)
 
 
 def build_parser(extra: Sequence[ModuleType] = ()) -> argparse.ArgumentParser:
