@@ -53,11 +53,10 @@ def make_workload(n_entries: int, n_accounts: int, seed: int) -> tuple[LedgerEnv
         w = rng.choice(writers)
         roll = rng.random()
         if roll < 0.85:
-            op: Transfer | Bond | Unbond = Transfer(
-                rng.choice(writers).account, rng.randrange(1, 1000)
-            )
-            if op.recipient == w.account:
+            recipient, amount = rng.choice(writers).account, rng.randrange(1, 1000)
+            if recipient == w.account:
                 continue
+            op: Transfer | Bond | Unbond = Transfer(recipient, amount)
         elif roll < 0.95:
             op = Bond(rng.randrange(1, 1000))
         else:
