@@ -83,6 +83,7 @@ class Lattice:
         self._applied_count = 0
         self._snapshots: list[tuple[OrderKey, LedgerState, int]] = []
         self._dirty_from: OrderKey | None = None
+        self._max_height = 0
 
     # ------------------------------------------------------------------ adding entries
 
@@ -176,6 +177,7 @@ class Lattice:
     def _place(self, entry: Entry) -> None:
         h, header = entry.hash, entry.header
         self._entries[h] = entry
+        self._max_height = max(self._max_height, header.height)
         key = self._keys[h] = compute_order_key(entry)
         self._by_slot.setdefault((header.account, header.seq), []).append(h)
         if header.seq == 0:
@@ -290,7 +292,12 @@ class Lattice:
         return sorted(a for a, c in self._chains.items() if c)
 
     def get_max_height(self) -> int:
-        return max((e.header.height for e in self._entries.values()), default=0)
+        """The highest Lamport height of a placed entry (0 if none)."""
+        return self._max_height
+
+    def get_slot(self, account: bytes, seq: int) -> list[bytes]:
+        """Hashes of the placed entries at (account, seq): more than one is a fork."""
+        return list(self._by_slot.get((account, seq), ()))
 
     def iter_entries(self) -> Iterator[Entry]:
         """Every entry held, placed or pending."""

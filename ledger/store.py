@@ -186,14 +186,16 @@ class LedgerStore:
         return result
 
     def add_many(
-        self, entries: Iterable[Entry], *, raise_invalid: bool = False
+        self, entries: Iterable[Entry], *, raise_invalid: bool = False, verified: bool = False
     ) -> list[tuple[bytes, AddResult | InvalidTransition]]:
-        """Add a batch in one transaction; each entry's result or the reason it was refused."""
+        """Add a batch in one transaction; each entry's result or the reason it was refused.
+        `verified=True`: the caller already ran the entry-only checks (`verify_entry`) on
+        exactly these entries (a gossip validator does), so they are not run twice."""
         results: list[tuple[bytes, AddResult | InvalidTransition]] = []
         rows = []
         for entry in entries:
             try:
-                result = self.lattice.add(entry)
+                result = self.lattice.add(entry, verified=verified)
             except InvalidTransition as exc:
                 if raise_invalid:
                     raise

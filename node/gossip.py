@@ -9,7 +9,11 @@ the bytes, the topic and the clock window. Replay checks need state, so they run
 REJECT (the forwarder misbehaved, its score drops): malformed, oversize, not canonical, bad
 envelope or fields, bad signature, a type not allowed on the topic, a signer other than the
 publisher. IGNORE (nobody is provably at fault): unknown type or version (a newer peer), a
-timestamp outside the skew window (clock drift or delay).
+timestamp outside the skew window (clock drift or delay), a message of another network (its
+genesis differs; counted as `wrong_network`, never acted on).
+
+A topic can add its own content check (`content_check`): the ledger topic checks every entry it
+carries with the ledger's entry-only rules (signature, body, proof) before it is forwarded.
 """
 
 from __future__ import annotations
@@ -26,8 +30,19 @@ from node.wire import decode_envelope as decode_wire_envelope
 from p2p.abc import GossipMessage, Verdict
 
 _IGNORED_REASONS = frozenset(
-    {WireReason.UNKNOWN_TYPE, WireReason.UNSUPPORTED_VERSION, WireReason.STALE, WireReason.FUTURE}
+    {
+        WireReason.UNKNOWN_TYPE,
+        WireReason.UNSUPPORTED_VERSION,
+        WireReason.STALE,
+        WireReason.FUTURE,
+        # Another network's message says nothing bad about the peer that forwarded it (it may
+        # serve both networks); it is dropped and counted, never scored.
+        WireReason.WRONG_NETWORK,
+    }
 )
+
+# A topic's extra check on a decoded envelope: raises GossipIgnore / GossipReject.
+ContentCheck = Callable[[Envelope], None]
 
 
 class GossipRefusal(NodeError):
@@ -51,6 +66,7 @@ def validate_gossip(
     now_ms: int,
     bytes_max: int = ENVELOPE_BYTES_MAX,
     scheme: SignatureScheme | None = None,
+    network_id: bytes = b"",
 ) -> Envelope:
     """The decoded envelope, or raise GossipIgnore / GossipReject. Pure."""
     allowed = TOPIC_MESSAGE_TYPES.get(topic)
@@ -61,7 +77,9 @@ def validate_gossip(
     if len(data) > bytes_max:
         raise GossipReject(WireReason.TOO_LARGE.value)
     try:
-        envelope = decode_wire_envelope(data, now_ms, bytes_max=bytes_max, scheme=scheme)
+        envelope = decode_wire_envelope(
+            data, now_ms, bytes_max=bytes_max, scheme=scheme, network_id=network_id
+        )
     except WireError as exc:
         if exc.reason in _IGNORED_REASONS:
             raise GossipIgnore(exc.reason.value) from None
@@ -78,14 +96,31 @@ def validate_gossip(
 class TopicValidator:
     """The transport-facing validator of one topic; counts each verdict's reason."""
 
-    def __init__(self, topic: str, now_ms: Callable[[], int]) -> None:
+    def __init__(
+        self,
+        topic: str,
+        now_ms: Callable[[], int],
+        *,
+        network_id: bytes = b"",
+        content_check: ContentCheck | None = None,
+    ) -> None:
         self.topic = topic
         self._now_ms = now_ms
+        self.network_id = network_id
+        self.content_check = content_check
         self.reasons: Counter[str] = Counter()  # "reject:bad_signature", "ignore:stale", ...
 
     def __call__(self, message: GossipMessage) -> Verdict:
         try:
-            validate_gossip(self.topic, message.data, message.source, self._now_ms())
+            envelope = validate_gossip(
+                self.topic,
+                message.data,
+                message.source,
+                self._now_ms(),
+                network_id=self.network_id,
+            )
+            if self.content_check is not None:
+                self.content_check(envelope)
         except GossipIgnore as exc:
             self.reasons[f"ignore:{exc.reason}"] += 1
             return Verdict.IGNORE
@@ -112,8 +147,9 @@ class ReplayFilter:
     """After delivery: decode again with a replay guard; a repeat envelope is dropped, counted.
     Only ever fed delivered (validator-accepted) messages, so the signature is not re-checked."""
 
-    def __init__(self, now_ms: Callable[[], int]) -> None:
+    def __init__(self, now_ms: Callable[[], int], network_id: bytes = b"") -> None:
         self._now_ms = now_ms
+        self._network_id = network_id
         self._guard = ReplayGuard()
         self.replays = 0
         self.expired = 0
@@ -122,7 +158,12 @@ class ReplayFilter:
         now = self._now_ms()
         try:
             envelope = validate_gossip(
-                message.topic, message.data, message.source, now, scheme=_VERIFIED
+                message.topic,
+                message.data,
+                message.source,
+                now,
+                scheme=_VERIFIED,
+                network_id=self._network_id,
             )
             self._guard.check_and_remember(envelope, now)
         except GossipRefusal:  # the clock moved past the window between validation and delivery

@@ -45,6 +45,31 @@ def compute_peer_id(public_key: bytes) -> str:
     return _b58encode(b"\x00" + bytes([len(proto)]) + proto)
 
 
+def _b58decode(text: str) -> bytes:
+    number = 0
+    for char in text:
+        digit = _B58_ALPHABET.find(char)
+        if digit < 0:
+            raise ValueError(f"{char!r} is not a base58 character")
+        number = number * 58 + digit
+    body = number.to_bytes((number.bit_length() + 7) // 8, "big") if number else b""
+    return b"\x00" * (len(text) - len(text.lstrip("1"))) + body
+
+
+def parse_account(text: str) -> bytes:
+    """The raw ed25519 key named by a peer id (`12D3KooW…`) or 64 hex digits (ValueError)."""
+    text = text.strip()
+    if len(text) == 2 * PUBLIC_KEY_BYTES and all(c in "0123456789abcdefABCDEF" for c in text):
+        return bytes.fromhex(text)
+    if not 0 < len(text) <= 64:
+        raise ValueError(f"{text[:80]!r} is neither a peer id nor a 64-hex key")
+    raw = _b58decode(text)
+    prefix = b"\x00\x24\x08\x01\x12\x20"
+    if len(raw) != len(prefix) + PUBLIC_KEY_BYTES or not raw.startswith(prefix):
+        raise ValueError(f"{text!r} is not an ed25519 peer id")
+    return raw[len(prefix) :]
+
+
 class Ed25519Scheme:
     """Ed25519 signature verification (strict: wrong lengths are simply invalid)."""
 

@@ -13,22 +13,34 @@ import dataclasses
 import importlib.metadata
 import json
 import logging
+import random
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import trio
 
+from ledger.store import LedgerStore
 from node import __version__
 from node.config import NodeConfig
 from node.control import Routes, serve_control
 from node.discovery import PeerDiscovery
 from node.gossip import ReplayFilter, TopicValidator
 from node.identity import NodeIdentity
+from node.ledger_sync import LedgerSync, SyncSettings
 from node.logs import log_event
-from node.topics import GOSSIP_TOPICS, PROTOCOL_STATUS, TOPIC_CAPACITY
+from node.replica import LedgerReplica
+from node.topics import (
+    GOSSIP_TOPICS,
+    PROTOCOL_LEDGER_SYNC,
+    PROTOCOL_STATUS,
+    TOPIC_CAPACITY,
+    TOPIC_LEDGER,
+)
 from node.wire import encode_envelope
+from node.wire.ledger_messages import LedgerEntries
 from node.wire.messages import MULTIADDR_LEN_MAX, CapacityAdvert
 from p2p.abc import GossipMessage, PeerId, Transport
 from p2p.errors import P2PError
@@ -60,15 +72,51 @@ class NodeRuntime:
         *,
         now_ms: Callable[[], int] = wall_clock_ms,
         control: bool = True,
+        store: LedgerStore | None = None,
+        network_id: bytes = b"",
+        writable: bool = True,
+        rng: random.Random | None = None,
+        control_token: str | None = None,
     ) -> None:
         self.config = config
         self.identity = identity
         self.transport = transport
         self._now_ms = now_ms
         self._control = control
+        self._control_token = control_token
         self.control_addr = ""
-        self.validators = {t: TopicValidator(t, now_ms) for t in GOSSIP_TOPICS}
-        self._replays = ReplayFilter(now_ms)
+        self.network_id = network_id
+        self._rng = rng or random.Random()
+        self.replica: LedgerReplica | None = None
+        self.sync: LedgerSync | None = None
+        if store is not None:
+            self.replica = LedgerReplica(
+                store, identity, transport, network_id, now_ms=now_ms, rng=self._rng,
+                writable=writable,
+            )  # fmt: skip
+            ledger = config.ledger
+            self.sync = LedgerSync(
+                self.replica,
+                identity,
+                transport,
+                now_ms=now_ms,
+                rng=self._rng,
+                settings=SyncSettings(
+                    ledger.sync_interval_s, ledger.sync_requests_per_s, ledger.sync_bytes_per_s
+                ),
+            )
+        self.validators = {
+            t: TopicValidator(
+                t,
+                now_ms,
+                network_id=network_id,
+                content_check=self.replica.content_check
+                if self.replica is not None and t == TOPIC_LEDGER
+                else None,
+            )
+            for t in GOSSIP_TOPICS
+        }
+        self._replays = ReplayFilter(now_ms, network_id)
         self.adverts: OrderedDict[str, tuple[CapacityAdvert, int]] = OrderedDict()
         self.adverts_published = 0
         self.adverts_received = 0
@@ -84,14 +132,15 @@ class NodeRuntime:
                 channel = await self.transport.subscribe(topic, self.validators[topic])
                 nursery.start_soon(self._consume, channel)
             self.transport.set_request_handler(PROTOCOL_STATUS, self._serve_status)
+            if self.replica is not None and self.sync is not None:
+                await nursery.start(self.replica.run)
+                await nursery.start(self.sync.run)
+                self.transport.set_request_handler(PROTOCOL_LEDGER_SYNC, self.sync.handle_request)
             if self._control:
-                routes: Routes = {
-                    "/status": self.statistics,
-                    "/health": self._health,
-                    "/metrics": self._metrics,
-                }
                 self.control_addr = await nursery.start(
-                    serve_control, self.config.control.listen, routes
+                    partial(serve_control, token=self._control_token),
+                    self.config.control.listen,
+                    self._routes(),
                 )
             nursery.start_soon(self._log_peer_events)
             await nursery.start(self.discovery.run)
@@ -126,7 +175,9 @@ class NodeRuntime:
     async def _advertise(self) -> None:
         interval = self.config.network.advert_interval_s
         while True:
-            data = encode_envelope(self.build_advert(), self.identity, self._now_ms())
+            data = encode_envelope(
+                self.build_advert(), self.identity, self._now_ms(), network_id=self.network_id
+            )
             try:
                 await self.transport.publish(TOPIC_CAPACITY, data)
                 self.adverts_published += 1
@@ -144,6 +195,8 @@ class NodeRuntime:
                 continue
             if isinstance(envelope.body, CapacityAdvert):
                 self._remember_advert(message.source, envelope.body)
+            elif isinstance(envelope.body, LedgerEntries) and self.replica is not None:
+                self.replica.on_gossip(envelope)
 
     def _remember_advert(self, peer: PeerId, advert: CapacityAdvert) -> None:
         self.adverts_received += 1
@@ -179,6 +232,8 @@ class NodeRuntime:
         async for event in self.transport.peer_events():
             if event.connected:
                 log_event(_log, "peer_connected", peer=event.peer_id)
+                if self.sync is not None:
+                    self.sync.on_peer_connected(event.peer_id)
             else:
                 if self.adverts.pop(event.peer_id, None) is not None:
                     self._adverts_changed.set()
@@ -191,13 +246,29 @@ class NodeRuntime:
 
     # -- statistics -------------------------------------------------------------------------
 
+    def _routes(self) -> Routes:
+        routes: Routes = {
+            "/status": self.statistics,
+            "/health": self._health,
+            "/metrics": self._metrics,
+        }
+        if self.replica is not None and self.sync is not None:
+            from node.wallet_api import build_wallet_routes
+
+            routes.update(build_wallet_routes(self.replica, self.sync))
+        return routes
+
     def _metrics(self) -> tuple[str, bytes]:
         from node.metrics import CONTENT_TYPE, render_metrics
 
         return CONTENT_TYPE, render_metrics(self.statistics)
 
     def _health(self) -> dict[str, Any]:
-        return {"ok": True, "peer_id": self.identity.peer_id}
+        return {
+            "ok": True,
+            "peer_id": self.identity.peer_id,
+            "network_id": self.network_id.hex(),
+        }
 
     def _summary(self) -> dict[str, Any]:
         return {
@@ -208,6 +279,7 @@ class NodeRuntime:
             "adverts_received": self.adverts_received,
             "replays_dropped": self._replays.replays,
             "expired_dropped": self._replays.expired,
+            "network_id": self.network_id.hex(),
         }
 
     def statistics(self) -> dict[str, Any]:
@@ -222,4 +294,13 @@ class NodeRuntime:
                 peer: {"free_slots": a.free_slots, "price": a.price_per_slice, "seen_ms": ts}
                 for peer, (a, ts) in self.adverts.items()
             },
+            "ledger": self._ledger_statistics(),
         }
+
+    def _ledger_statistics(self) -> dict[str, Any] | None:
+        """The replica without per-account detail (that is `GET /ledger`)."""
+        if self.replica is None or self.sync is None:
+            return None
+        summary = self.replica.summary(accounts_max=0)
+        summary.pop("accounts")
+        return {**summary, "sync": self.sync.statistics()}

@@ -11,7 +11,7 @@ from typing import Final
 
 NETWORK: Final = "dsperse"
 
-# Gossip topics: what every node must see. Small signed envelopes only (see DESIGN.md §2).
+# Gossip topics: what every node must see. Small signed envelopes only (docs/design.md).
 TOPIC_CAPACITY: Final = "/dsperse/capacity/1"  # signed CapacityAdvert, every advert_interval_s
 TOPIC_JOBS: Final = "/dsperse/jobs/1"  # job announcements (bundle, slices, max price, deadline)
 TOPIC_AWARDS: Final = "/dsperse/awards/1"  # requester awards a slice to a bidder
@@ -27,7 +27,7 @@ TOPIC_MESSAGE_TYPES: Final[dict[str, frozenset[str]]] = {
     TOPIC_JOBS: frozenset(),
     TOPIC_AWARDS: frozenset(),
     TOPIC_PROOFS: frozenset(),
-    TOPIC_LEDGER: frozenset(),
+    TOPIC_LEDGER: frozenset({"ledger_entries"}),
 }
 
 # Request/response protocol ids: what one peer needs from another.

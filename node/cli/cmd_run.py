@@ -10,12 +10,18 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
-from typing import Any
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from node.cli.common import add_data_dir, resolve_data_dir
 from node.config import NodeConfig, load_config
 from node.errors import DataDirError
 from node.identity import KEY_FILE_NAME, load_identity
+
+if TYPE_CHECKING:
+    from ledger.store import LedgerStore
+    from node.genesis import Genesis
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -37,6 +43,17 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--advert-interval", type=float, metavar="S", help="seconds between adverts")
     p.add_argument("--log-format", choices=("text", "json"), help="log format on stderr")
     p.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
+    p.add_argument(
+        "--genesis",
+        type=Path,
+        metavar="FILE",
+        help="install this network genesis (as `init --genesis`) and run on that network",
+    )
+    p.add_argument(
+        "--resync",
+        action="store_true",
+        help="move a damaged ledger.sqlite aside and rebuild the replica from peers",
+    )
     p.set_defaults(func=run)
 
 
@@ -67,6 +84,11 @@ def run(args: argparse.Namespace) -> int:
         raise DataDirError(f"{data_dir} has no identity; run `dsperse-node init` first")
     config = apply_flags(load_config(data_dir), args)
     identity = load_identity(data_dir / KEY_FILE_NAME)
+    genesis = _find_genesis(data_dir, args.genesis or config.ledger.genesis_path(data_dir))
+    store: LedgerStore | None = None
+    writable = True
+    if genesis is not None:
+        store, writable = open_replica(data_dir, genesis, args.resync, identity.public_key)
 
     from node.logs import setup_logging
 
@@ -87,13 +109,29 @@ def run(args: argparse.Namespace) -> int:
         bootstrap=config.network.bootstrap,
         settings=settings,
     )
-    runtime = NodeRuntime(config, identity, transport)
+    from node.control import write_control_token
+
+    token = write_control_token(config.data_dir)
+    runtime = NodeRuntime(
+        config,
+        identity,
+        transport,
+        store=store,
+        network_id=genesis.network_id if genesis is not None else b"",
+        writable=writable,
+        control_token=token,
+    )
 
     async def main() -> None:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async with trio.open_nursery() as nursery:
                 await nursery.start(runtime.run)
                 print(f"peer id:   {identity.peer_id}")
+                if genesis is None:
+                    print("network:   none (no genesis: mesh only, no ledger; install one with "
+                          "`run --genesis FILE`)")  # fmt: skip
+                else:
+                    print(f"network:   {genesis.network_id.hex()}")
                 for addr in transport.listen_addrs():
                     print(f"listening: {addr}")
                 print(f"control:   http://{runtime.control_addr}/status", flush=True)
@@ -109,7 +147,57 @@ def run(args: argparse.Namespace) -> int:
         raise _single_leaf(group) from None
     finally:
         remove_control_file(config.data_dir)
+        if store is not None:
+            store.close()
     return 0
+
+
+def _find_genesis(data_dir: Path, source: Path | None) -> Genesis | None:
+    from node.genesis import install_genesis, load_installed_genesis
+
+    if source is not None:
+        return install_genesis(data_dir, source)
+    return load_installed_genesis(data_dir)
+
+
+def open_replica(
+    data_dir: Path, genesis: Genesis, resync: bool, account: bytes
+) -> tuple[LedgerStore, bool]:
+    """The node's replica with the genesis applied, and whether it may sign entries yet.
+
+    A replica that holds none of its own entries (new, or rebuilt with --resync) signs nothing
+    before one sync with a peer: if this key already has a chain out there, signing seq 0
+    again would fork it, and forks are slashed."""
+    from ledger.env import LedgerEnv
+    from ledger.errors import StoreCorrupted, StoreError
+    from ledger.store import LEDGER_FILE_NAME, LedgerStore
+    from node.identity import Ed25519Scheme
+    from node.proof_verifier import BundleProofVerifier
+
+    path = data_dir / LEDGER_FILE_NAME
+    if resync and path.exists():
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        for suffix in ("", "-wal", "-shm"):
+            part = path.with_name(path.name + suffix)
+            if part.exists():
+                part.rename(path.with_name(f"{path.name}.damaged-{stamp}{suffix}"))
+        print(f"moved {path} aside ({path.name}.damaged-{stamp}); rebuilding from peers",
+              file=sys.stderr)  # fmt: skip
+    env = LedgerEnv(genesis.config, Ed25519Scheme(), BundleProofVerifier.for_data_dir(data_dir))
+    try:
+        store = LedgerStore.open(path, env)
+    except StoreCorrupted as exc:
+        raise DataDirError(
+            f"{exc}; nothing was changed. `dsperse-node run --resync` moves {path.name} aside "
+            "and rebuilds the replica from peers"
+        ) from None
+    except StoreError as exc:
+        raise DataDirError(
+            f"{exc}: {path} does not belong to network {genesis.network_id.hex()[:16]}…; "
+            "use the data dir of that network, or --resync to start this replica afresh"
+        ) from None
+    store.add_many(genesis.entries)
+    return store, store.lattice.get_head(account) is not None
 
 
 def _single_leaf(group: BaseExceptionGroup[Any]) -> BaseException:

@@ -1,7 +1,11 @@
 """Signed envelopes: every protocol message on the wire is one canonical msgpack map
 
-    {"type": str, "v": int, "signer": 32 bytes, "ts": int ms, "body": map, "sig": 64 bytes}
+    {"type": str, "v": int, "net": 0 or 32 bytes, "signer": 32 bytes, "ts": int ms,
+     "body": map, "sig": 64 bytes}
 
+`net` is the network id (the hash of the network's genesis; empty for a node without one, which
+runs the mesh only). A message of another network is refused as `WRONG_NETWORK` before its
+signature is even checked, so two networks sharing peers never act on each other's messages.
 The signature covers a domain-separated canonical encoding of every other field. Decoding is
 strict and ordered from cheap to expensive checks: size, msgpack well-formedness, canonical form,
 envelope shape, registry (type, version), body schema, timestamp window, signature, and (when a
@@ -26,8 +30,9 @@ from node.wire.schema import body_from_wire, to_wire
 
 ENVELOPE_BYTES_MAX = 512 * 1024  # well under gossipsub's 1 MiB frame limit
 SKEW_MS_DEFAULT = 120_000
-_SIGNING_DOMAIN = b"dsperse-node/envelope/v1\x00"
-_ENVELOPE_KEYS = ["type", "v", "signer", "ts", "body", "sig"]
+_SIGNING_DOMAIN = b"dsperse-node/envelope/v2\x00"
+_ENVELOPE_KEYS = ["type", "v", "net", "signer", "ts", "body", "sig"]
+NETWORK_ID_BYTES = 32
 _TYPE_NAME_MAX = 64
 
 
@@ -37,6 +42,7 @@ class Envelope:
 
     type: str
     version: int
+    network_id: bytes
     signer: bytes
     timestamp_ms: int
     body: Any
@@ -57,33 +63,50 @@ def _pack(value: Any) -> bytes:
 
 
 def compute_signing_bytes(
-    type_name: str, version: int, signer: bytes, timestamp_ms: int, body_wire: Any
+    type_name: str,
+    version: int,
+    network_id: bytes,
+    signer: bytes,
+    timestamp_ms: int,
+    body_wire: Any,
 ) -> bytes:
     """The bytes a signer signs: domain tag + canonical encoding of all non-signature fields."""
-    return _SIGNING_DOMAIN + _pack([type_name, version, signer, timestamp_ms, body_wire])
+    fields = [type_name, version, network_id, signer, timestamp_ms, body_wire]
+    return _SIGNING_DOMAIN + _pack(fields)
 
 
 def encode_envelope(
-    body: Any, signer: Signer, timestamp_ms: int, registry: Registry = REGISTRY
+    body: Any,
+    signer: Signer,
+    timestamp_ms: int,
+    registry: Registry = REGISTRY,
+    *,
+    network_id: bytes = b"",
+    bytes_max: int = ENVELOPE_BYTES_MAX,
 ) -> bytes:
     """Sign `body` (an instance of a registered message class) and encode the envelope."""
+    if len(network_id) not in (0, NETWORK_ID_BYTES):
+        raise ValueError("network_id must be empty or 32 bytes")  # programmer error
     type_name, version = registry.key_of(type(body))
     body_wire = to_wire(body, type(body))
     signature = signer.sign(
-        compute_signing_bytes(type_name, version, signer.public_key, timestamp_ms, body_wire)
+        compute_signing_bytes(
+            type_name, version, network_id, signer.public_key, timestamp_ms, body_wire
+        )
     )
     data = _pack(
         {
             "type": type_name,
             "v": version,
+            "net": network_id,
             "signer": signer.public_key,
             "ts": timestamp_ms,
             "body": body_wire,
             "sig": signature,
         }
     )
-    if len(data) > ENVELOPE_BYTES_MAX:
-        raise WireError(WireReason.TOO_LARGE, f"{len(data)} > {ENVELOPE_BYTES_MAX} bytes")
+    if len(data) > bytes_max:
+        raise WireError(WireReason.TOO_LARGE, f"{len(data)} > {bytes_max} bytes")
     return data
 
 
@@ -123,6 +146,7 @@ def _check_envelope_shape(raw: Any) -> None:
     checks = [
         ("type", isinstance(raw["type"], str) and 0 < len(raw["type"]) <= _TYPE_NAME_MAX),
         ("v", type(raw["v"]) is int and 0 <= raw["v"] < 2**16),
+        ("net", isinstance(raw["net"], bytes) and len(raw["net"]) in (0, NETWORK_ID_BYTES)),
         ("signer", isinstance(raw["signer"], bytes) and len(raw["signer"]) == PUBLIC_KEY_BYTES),
         ("ts", type(raw["ts"]) is int and 0 <= raw["ts"] < 2**63),
         ("sig", isinstance(raw["sig"], bytes) and len(raw["sig"]) == SIGNATURE_BYTES),
@@ -141,13 +165,17 @@ def decode_envelope(
     skew_ms: int = SKEW_MS_DEFAULT,
     bytes_max: int = ENVELOPE_BYTES_MAX,
     replay_guard: ReplayGuard | None = None,
+    network_id: bytes = b"",
 ) -> Envelope:
-    """Decode and fully verify an envelope, or raise `WireError`. Pure unless `replay_guard`."""
+    """Decode and fully verify an envelope of network `network_id`, or raise `WireError`.
+    Pure unless `replay_guard`."""
     if not isinstance(data, bytes | bytearray | memoryview):
         raise WireError(WireReason.MALFORMED, "not bytes")
     data = bytes(data)
     raw = _unpack_strict(data, bytes_max)
     _check_envelope_shape(raw)
+    if raw["net"] != network_id:
+        raise WireError(WireReason.WRONG_NETWORK, raw["net"].hex()[:16] or "none")
     cls = registry.lookup(raw["type"], raw["v"])
     body = body_from_wire(raw["body"], cls)
     ts = raw["ts"]
@@ -155,10 +183,12 @@ def decode_envelope(
         raise WireError(WireReason.STALE, f"timestamp {now_ms - ts} ms old")
     if ts > now_ms + skew_ms:
         raise WireError(WireReason.FUTURE, f"timestamp {ts - now_ms} ms ahead")
-    signing = compute_signing_bytes(raw["type"], raw["v"], raw["signer"], ts, raw["body"])
+    signing = compute_signing_bytes(
+        raw["type"], raw["v"], raw["net"], raw["signer"], ts, raw["body"]
+    )
     if not (scheme or _SCHEME).verify(raw["signer"], signing, raw["sig"]):
         raise WireError(WireReason.BAD_SIGNATURE, f"type {raw['type']}")
-    envelope = Envelope(raw["type"], raw["v"], raw["signer"], ts, body, raw["sig"])
+    envelope = Envelope(raw["type"], raw["v"], raw["net"], raw["signer"], ts, body, raw["sig"])
     if replay_guard is not None:
         replay_guard.check_and_remember(envelope, now_ms)
     return envelope

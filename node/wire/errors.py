@@ -25,6 +25,7 @@ class WireReason(Enum):
     FUTURE = "future"  # timestamp further in the future than the skew window
     BAD_SIGNATURE = "bad_signature"  # signature does not verify for the signer key
     REPLAY = "replay"  # this exact envelope was already accepted
+    WRONG_NETWORK = "wrong_network"  # signed for another network id (another genesis)
 
 
 class WireError(NodeError, ValueError):
