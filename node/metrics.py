@@ -55,6 +55,55 @@ class _StatisticsCollector(Collector):
             for reason, n in sorted(reasons.items()):
                 refused.add_metric([topic, reason], n)
         yield refused
+        ledger = s.get("ledger")
+        if ledger:
+            yield from _ledger_metrics(ledger)
+
+
+def _ledger_metrics(ledger: dict[str, Any]) -> Iterator[Metric]:
+    counters, sync = ledger.get("counters", {}), ledger.get("sync", {})
+    sync_counters = sync.get("counters", {})
+    yield _gauge("dsperse_ledger_entries", "Entries stored in this replica.", ledger["entries"])
+    yield _gauge("dsperse_ledger_pending_entries", "Entries waiting for a dependency.",
+                 ledger["pending"])  # fmt: skip
+    yield _gauge("dsperse_ledger_accounts", "Accounts in the ledger state.",
+                 ledger["accounts_count"])  # fmt: skip
+    yield _gauge("dsperse_ledger_offences", "Offences slashed.", len(ledger.get("offences", [])))
+    added = CounterMetricFamily(
+        "dsperse_ledger_entries_added", "Entries added to the replica.", labels=["source"]
+    )
+    for source in ("gossip", "sync"):
+        added.add_metric([source], counters.get(f"added_{source}", 0))
+    yield added
+    yield _counter("dsperse_ledger_own_entries", "Entries this node signed.",
+                   counters.get("own_entries", 0))  # fmt: skip
+    refused = CounterMetricFamily(
+        "dsperse_ledger_entries_refused", "Entries the ledger refused.", labels=["reason"]
+    )
+    for reason, n in sorted(ledger.get("refused", {}).items()):
+        refused.add_metric([reason], n)
+    yield refused
+    yield _counter("dsperse_ledger_sync_sessions", "Anti-entropy sessions started.",
+                   sync_counters.get("sessions", 0))  # fmt: skip
+    yield _counter("dsperse_ledger_sync_sessions_failed", "Anti-entropy sessions that failed.",
+                   sync_counters.get("sessions_failed", 0))  # fmt: skip
+    sync_bytes = CounterMetricFamily(
+        "dsperse_ledger_sync_bytes", "Anti-entropy bytes.", labels=["direction"]
+    )
+    sync_bytes.add_metric(["in"], sync_counters.get("bytes_in", 0))
+    sync_bytes.add_metric(["out"], sync_counters.get("bytes_out", 0))
+    sync_bytes.add_metric(["served"], sync_counters.get("bytes_served", 0))
+    yield sync_bytes
+    sync_refused = CounterMetricFamily(
+        "dsperse_ledger_sync_refused", "Sync requests refused.", labels=["reason"]
+    )
+    for reason, n in sorted(sync.get("refused_in", {}).items()):
+        sync_refused.add_metric([reason], n)
+    yield sync_refused
+    peers = sync.get("peers", {})
+    yield _gauge("dsperse_ledger_replication_lag_entries",
+                 "Most entries a peer held that this replica lacked, at the last sync with it.",
+                 max((p["behind"] for p in peers.values()), default=0))  # fmt: skip
 
 
 def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:

@@ -17,7 +17,7 @@ from node.ledger_sync import LedgerSync
 from node.replica import LedgerReplica, WalletRefusal
 
 AMOUNT_MAX = 2**63 - 1
-WAIT_TIMEOUT_S_MAX = 600.0
+WAIT_TIMEOUT_S_MAX = 55.0  # under the control server's 60 s handler timeout
 WAIT_PEERS_MAX = 1024
 
 

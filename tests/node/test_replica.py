@@ -233,3 +233,27 @@ def test_content_check_refuses_foreign_undecodable_and_known_batches(tmp_path: P
         replica.content_check(envelope_of(GENESIS_KEY, (genesis,)))  # type: ignore[arg-type]
     replica.content_check(envelope_of(b, (encode_entry(own),)))  # type: ignore[arg-type]
     store.close()
+
+
+async def test_ledger_metrics_and_statistics_show_the_replica(tmp_path: Path) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from node.metrics import render_metrics
+
+    async with cluster(tmp_path, 2) as c:
+        a, b = c.nodes
+        assert a.replica is not None
+        a.replica.submit(Bond(10))
+        await c.wait_converged()
+        stats = b.statistics()["ledger"]
+        assert stats["entries"] == 3 and stats["network_id"] == NETWORK_ID.hex()
+        assert stats["state_root"] == a.replica.lattice.compute_root().hex()
+        families = {
+            f.name: f for f in text_string_to_metric_families(render_metrics(b.statistics).decode())
+        }
+        [entries] = families["dsperse_ledger_entries"].samples
+        assert entries.value == 3
+        added = {
+            s.labels["source"]: s.value for s in families["dsperse_ledger_entries_added"].samples
+        }
+        assert added["gossip"] + added["sync"] >= 1
