@@ -49,6 +49,7 @@ _log = logging.getLogger("node.proof_verifier")
 BUNDLES_DIR_NAME = "bundles"
 CACHE_DIR_NAME = "cache"
 BUNDLE_ID_BYTES = 32  # a bundle id is the sha256 of its manifest
+SLICE_INDEX_LIMIT = 1 << 32
 BUNDLES_CACHED_MAX = 16  # loaded manifests (small); loading re-hashes every file of a bundle
 VERDICTS_CACHED_MAX = 4096
 # EZKL writes a field element as 32 bytes little-endian in lowercase hex, no prefix.
@@ -244,6 +245,10 @@ class BundleProofVerifier:
 
     def verify(self, statement: ProofStatementView, proof: bytes) -> bool | None:
         """True iff `proof` proves `statement`; False if it does not; None if undecidable now."""
+        # No bundle has a slice outside 0..2^32-1 (checked first: the digest packs the index).
+        if not 0 <= statement.slice_index < SLICE_INDEX_LIMIT:
+            self._count("invalid")
+            return False
         key = (compute_view_digest(statement), compute_proof_hash(proof))
         with self._lock:
             cached = self._verdicts.get(key)

@@ -190,7 +190,7 @@ def test_wrong_commitment_is_invalid(proven: Proven, field: str) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("index", [1, 2, -1, 10**6])
+@pytest.mark.parametrize("index", [1, 2, -1, 10**6, 1 << 32, 10**30])
 def test_wrong_slice_index_is_invalid(proven: Proven, index: int) -> None:
     verifier, ezkl = make_verifier(proven.data_dir)
     proof = proven.proofs[0]
