@@ -149,7 +149,8 @@ def verify_with_ezkl(
     Cost: a fresh Python process per call (slicing.worker: EZKL holds the GIL and must not run
     after a fork): measured 0.07 s for a logrows-11 slice on a 2-core machine, spawn included;
     EZKL's own verify is 0.02 s at logrows 15, and the SRS (read whole) grows with logrows. It
-    blocks the calling thread but not the GIL (the parent waits in `os.wait4`). Raises `WorkerError` if the worker crashes or times out (not a verdict)."""
+    blocks the calling thread but not the GIL (the parent waits in `os.wait4`). Raises
+    `WorkerError` if the worker crashes or times out (not a verdict)."""
     return EzklVerifier({bundle.bundle_id: bundle}, cache_dir, srs_file).verify_as(
         bundle, slice_index, proof
     )
