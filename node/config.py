@@ -53,12 +53,27 @@ class LogConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class LedgerNodeConfig:
+    genesis: str = ""  # path to the network's genesis file; relative to the data dir
+    sync_interval_s: float = 2.0  # seconds between anti-entropy rounds with a peer
+    sync_requests_per_s: float = 50.0  # ledger-sync requests served per second per peer
+    sync_bytes_per_s: int = 8 * 1024 * 1024  # ledger-sync bytes served per second per peer
+
+    def genesis_path(self, data_dir: Path) -> Path | None:
+        """The genesis file this key names (relative paths are under `data_dir`), if any."""
+        if not self.genesis:
+            return None
+        return data_dir / Path(self.genesis).expanduser()
+
+
+@dataclass(frozen=True, slots=True)
 class NodeConfig:
     data_dir: Path = field(default_factory=default_data_dir)
     network: NetworkConfig = field(default_factory=NetworkConfig)
     prover: ProverConfig = field(default_factory=ProverConfig)
     control: ControlConfig = field(default_factory=ControlConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    ledger: LedgerNodeConfig = field(default_factory=LedgerNodeConfig)
 
     def with_overrides(self, section: str, **values: Any) -> NodeConfig:
         """A copy with some keys of one section replaced (how command-line flags apply)."""
@@ -73,6 +88,9 @@ _RANGES: dict[tuple[str, str], tuple[float, float]] = {
     ("prover", "price_per_slice"): (0, 2**63 - 1),
     ("prover", "max_logrows"): (1, 32),
     ("prover", "memory_mb_max"): (64, 2**32),
+    ("ledger", "sync_interval_s"): (0.1, 3600),
+    ("ledger", "sync_requests_per_s"): (1, 10_000),
+    ("ledger", "sync_bytes_per_s"): (64 * 1024, 1024**3),
 }
 _CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
     ("log", "level"): ("debug", "info", "warning", "error"),
@@ -83,6 +101,7 @@ _SECTIONS: dict[str, type] = {
     "prover": ProverConfig,
     "control": ControlConfig,
     "log": LogConfig,
+    "ledger": LedgerNodeConfig,
 }
 
 
@@ -189,4 +208,15 @@ listen = "127.0.0.1:0"
 level = "info"
 # text | json (one JSON object per line)
 format = "text"
+
+[ledger]
+# The network's genesis file (`dsperse-node genesis new` makes one; `init --genesis F` installs
+# it as genesis.json in the data dir). Relative paths are relative to the data dir.
+# Empty = the genesis.json installed in the data dir, if any.
+genesis = ""
+# Seconds between ledger anti-entropy rounds (frontier exchange) with a peer.
+sync_interval_s = 2.0
+# Ledger-sync requests served per second to one peer, and bytes per second.
+sync_requests_per_s = 50.0
+sync_bytes_per_s = 8388608
 """

@@ -18,6 +18,7 @@ from types import ModuleType
 from node import __version__
 from node.cli import (
     cmd_dashboard,
+    cmd_genesis,
     cmd_identity,
     cmd_ledger,
     cmd_run,
@@ -27,7 +28,16 @@ from node.cli import (
 )
 from node.cli.common import CliError, describe_os_error, user_errors
 
-_MODULES = (cmd_identity, cmd_run, cmd_slice, cmd_submit, cmd_ledger, cmd_dashboard, cmd_wallet)
+_MODULES = (
+    cmd_identity,
+    cmd_genesis,
+    cmd_run,
+    cmd_slice,
+    cmd_submit,
+    cmd_ledger,
+    cmd_dashboard,
+    cmd_wallet,
+)
 
 
 def build_parser(extra: Sequence[ModuleType] = ()) -> argparse.ArgumentParser:
