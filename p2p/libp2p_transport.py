@@ -1,12 +1,14 @@
 """The real transport: py-libp2p 0.8.1 (TCP + Noise + Yamux, GossipSub /meshsub/1.1.0).
 
-The ONLY module that imports libp2p. It applies the fixes measured in notes/py-libp2p.md: one
-connection per peer (P1), fixed 1 s heartbeat (P2), no self rate limit (P3), bigger counted
-outbound queues (P4), our own bounded delivery queues (P5/P6), Noise only (P21), pubsub running
-before the first dial (P9), content message ids as raw digests (P15), strict signing (P16), and
-an orderly shutdown (P22). Our three-valued `Verdict` is mapped onto libp2p's boolean validation
-here and only here: ACCEPT passes, REJECT fails and penalises the forwarder (P4 score), IGNORE
-fails without the penalty. Both are counted per topic.
+The ONLY module that imports libp2p. It applies the fixes for the pitfalls measured in
+docs/py-libp2p-pitfalls.md (its labels P1-P22 and A1-A9 are cited below): one connection per peer
+(P1), fixed 1 s heartbeat (P2), no self rate limit (P3), bigger counted outbound queues (P4), our
+own bounded delivery queues (P5/P6), Noise only (P21), pubsub running before the first dial (P9),
+content message ids as raw digests (P15), strict signing (P16), an error for a listen address that
+cannot be bound (A7), and an orderly shutdown (P22). Our three-valued `Verdict` is mapped onto
+libp2p's boolean validation here and only here: ACCEPT passes, REJECT fails and penalises the
+forwarder (GossipSub's score component P4, not pitfall P4), IGNORE fails without the penalty (A4).
+Both are counted per topic.
 
 This module is longer than the house ~400 lines because it is the only one allowed to import
 libp2p; everything that does not need libp2p lives elsewhere (p2p.reqresp, p2p.bootstrap,
@@ -185,7 +187,7 @@ def _socket_stream_of(conn: INetConn) -> trio.SocketStream | None:
 
 
 def _make_router() -> GossipSub:
-    """GossipSub /meshsub/1.1.0 with the settings measured in notes/py-libp2p.md."""
+    """GossipSub /meshsub/1.1.0 with the settings of docs/py-libp2p-pitfalls.md (P2, P3, P8, A9)."""
     return GossipSub(
         protocols=[TProtocol(p) for p in GOSSIP_PROTOCOLS],
         degree=6,

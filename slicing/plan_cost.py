@@ -63,7 +63,7 @@ def compute_logrows(rows: int) -> int:
     return max(MIN_LOGROWS, math.ceil(math.log2(rows + RESERVED_ROWS)))
 
 
-# Peak proving RSS measured per logrows (notes/ezkl.md); beyond the table, doubling per logrow.
+# Peak proving RSS per logrows (docs/ezkl-pitfalls.md E4); beyond the table, doubling per logrow.
 PROVE_MB_BY_LOGROWS = {15: 350, 16: 700, 17: 1_400, 18: 5_700, 19: 11_400}
 
 

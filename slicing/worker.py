@@ -1,11 +1,11 @@
 """Run one EZKL job in a freshly spawned Python process, with time and memory caps and peak RSS.
 
-EZKL holds the GIL for a whole proof and its thread pool deadlocks after fork (notes/ezkl.md), so
-the parent never imports ezkl: every job is `python -m slicing.worker REQUEST RESULT` in a new
-process (spawned, never forked), named by an operation of `slicing.ezkl_prover.OPS` and JSON
-arguments. The parent blocks in `os.wait4` (which releases the GIL and returns the child's own
-rusage, so peak RSS is exact per job), while a monitor thread samples /proc/<pid>/status and kills
-the child at the caps.
+EZKL holds the GIL for a whole proof and its thread pool deadlocks after fork (docs/ezkl-pitfalls.md
+E1, E2), so the parent never imports ezkl: every job is `python -m slicing.worker REQUEST RESULT` in
+a new process (spawned, never forked), named by an operation of `slicing.ezkl_prover.OPS` and JSON
+arguments. The parent blocks in `os.wait4` (which releases the GIL) while a monitor thread samples
+/proc/<pid>/status and kills the child at the caps. Peak RSS is the larger of the sampled peak and
+the VmHWM the child reports itself; its ru_maxrss is not its own (docs/ezkl-pitfalls.md E3).
 """
 
 from __future__ import annotations

@@ -75,7 +75,7 @@ def test_memory_budget_maps_to_logrows() -> None:
     assert compute_logrows_max(Budget(max_logrows=None, max_memory_mb=1000)) == 16
     assert compute_logrows_max(Budget(max_logrows=15, max_memory_mb=5000)) == 15
     assert compute_logrows_max(Budget(max_logrows=None, max_memory_mb=None)) is None
-    # measured: 1.4 GB at logrows 17, 5.7 GB at 18 (notes/ezkl.md), so 4 GB allows 17, not 18
+    # 1.4 GB at logrows 17, 5.7 GB at 18 (docs/ezkl-pitfalls.md E4), so 4 GB allows 17, not 18
     assert compute_logrows_max(Budget(max_logrows=None, max_memory_mb=4000)) == 17
     assert compute_logrows_max(Budget(max_logrows=None, max_memory_mb=6000)) == 18
     sliced = check_sliced(CIFAR, Budget(max_logrows=None, max_memory_mb=1000))
