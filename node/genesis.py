@@ -371,6 +371,8 @@ def parse_genesis(data: bytes, source: str) -> Genesis:
         raise GenesisError(f"genesis file {source} is not UTF-8 text") from None
     except ValueError as exc:  # json.JSONDecodeError and our own refusals
         raise GenesisError(f"genesis file {source} is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise GenesisError(f"genesis file {source} is nested too deeply") from None
     try:
         return genesis_from_document(doc)
     except GenesisError as exc:

@@ -343,6 +343,8 @@ def test_an_entry_signed_by_another_key_is_refused(tmp_path: Path) -> None:
         (b'{"format": 1, "format": 2}', "duplicate key 'format'"),
         (b'{"format": NaN}', "NaN is not allowed"),
         (b"[]", "not a JSON object"),
+        (b"[" * 200_000 + b"]" * 200_000, "nested too deeply"),
+        (b'{"n": 1' + b"0" * 5000 + b"}", "not valid JSON"),
     ],
 )
 def test_bad_json_is_refused(tmp_path: Path, data: bytes, match: str) -> None:
