@@ -27,7 +27,7 @@ from node import __version__
 from node.config import NodeConfig
 from node.control import Routes, serve_control
 from node.discovery import PeerDiscovery
-from node.gossip import ReplayFilter, TopicValidator
+from node.gossip import ContentCheck, GossipIgnore, ReplayFilter, TopicValidator
 from node.identity import NodeIdentity
 from node.ledger_sync import LedgerSync, SyncSettings
 from node.logs import log_event
@@ -39,7 +39,7 @@ from node.topics import (
     TOPIC_CAPACITY,
     TOPIC_LEDGER,
 )
-from node.wire import encode_envelope
+from node.wire import Envelope, encode_envelope
 from node.wire.ledger_messages import LedgerEntries
 from node.wire.messages import MULTIADDR_LEN_MAX, CapacityAdvert
 from p2p.abc import GossipMessage, PeerId, Transport
@@ -77,6 +77,7 @@ class NodeRuntime:
         writable: bool = True,
         rng: random.Random | None = None,
         control_token: str | None = None,
+        faults: frozenset[str] = frozenset(),
     ) -> None:
         self.config = config
         self.identity = identity
@@ -105,15 +106,9 @@ class NodeRuntime:
                     ledger.sync_interval_s, ledger.sync_requests_per_s, ledger.sync_bytes_per_s
                 ),
             )
+        self.faults = faults
         self.validators = {
-            t: TopicValidator(
-                t,
-                now_ms,
-                network_id=network_id,
-                content_check=self.replica.content_check
-                if self.replica is not None and t == TOPIC_LEDGER
-                else None,
-            )
+            t: TopicValidator(t, now_ms, network_id=network_id, content_check=self._check_of(t))
             for t in GOSSIP_TOPICS
         }
         self._replays = ReplayFilter(now_ms, network_id)
@@ -124,6 +119,17 @@ class NodeRuntime:
         self._ezkl_version = _ezkl_version()
         self._adverts_changed = trio.Event()
         self.discovery = PeerDiscovery(transport, config.network.peers_target)
+
+    def _check_of(self, topic: str) -> ContentCheck | None:
+        if topic != TOPIC_LEDGER or self.replica is None:
+            return None
+        if "drop-ledger-gossip" in self.faults:
+
+            def drop(envelope: Envelope) -> None:
+                raise GossipIgnore("fault_drop_ledger_gossip")
+
+            return drop
+        return self.replica.content_check
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:

@@ -48,6 +48,9 @@ class NodeProcess:
     control_url: str = ""
     restarts: int = 0
     state: str = "down"
+    extra_args: list[str] = field(default_factory=list)  # e.g. ["--resync"]
+    argv_prefix: list[str] = field(default_factory=list)  # e.g. ["ip", "netns", "exec", "ns1"]
+    listen: str = "/ip4/127.0.0.1/tcp/0"
     popen: subprocess.Popen[str] | None = None
     _ready: threading.Event = field(default_factory=threading.Event)
     _reader: threading.Thread | None = None
@@ -61,6 +64,7 @@ class NodeProcess:
         self.listen_addrs = []
         self.control_url = ""
         argv = [
+            *self.argv_prefix,
             sys.executable,
             "-m",
             "simnet",
@@ -68,7 +72,7 @@ class NodeProcess:
             "--data-dir",
             str(self.data_dir),
             "--listen",
-            "/ip4/127.0.0.1/tcp/0",
+            self.listen,
             "--control-listen",
             "127.0.0.1:0",
             "--advert-interval",
@@ -78,6 +82,7 @@ class NodeProcess:
         ]
         for addr in bootstrap:
             argv += ["--bootstrap", addr]
+        argv += self.extra_args
         self._log_file = open(self.data_dir / "node.log", "a", encoding="utf-8")  # noqa: SIM115
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         self.popen = subprocess.Popen(
@@ -118,7 +123,37 @@ class NodeProcess:
 
     def bootstrap_addr(self) -> str:
         loopback = [a for a in self.listen_addrs if a.startswith("/ip4/127.")]
-        return (loopback or self.listen_addrs)[0]
+        if self.listen.startswith("/ip4/127."):
+            return (loopback or self.listen_addrs)[0]
+        others = [a for a in self.listen_addrs if not a.startswith("/ip4/127.")]
+        return (others or self.listen_addrs)[0]
+
+    @property
+    def control_addr(self) -> str:
+        """host:port of the control API (from the announced URL)."""
+        return self.control_url.removeprefix("http://").split("/", 1)[0]
+
+    def call(
+        self, method: str, path: str, body: dict[str, Any] | None = None, timeout_s: float = 10.0
+    ) -> tuple[int, Any]:
+        """One control API request (POSTs carry the node's token): (HTTP status, JSON)."""
+        from node.control import read_control_token
+        from node.control_client import control_request
+
+        token = read_control_token(self.data_dir) if method == "POST" else None
+        return control_request(self.control_addr, method, path, body, token, timeout_s)
+
+    def ledger(self) -> dict[str, Any] | None:
+        """`GET /ledger` (the replica: root, entries, accounts, sync), or None if unreachable."""
+        from node.errors import NodeError
+
+        if not self.control_url or not self.is_running():
+            return None
+        try:
+            status, doc = self.call("GET", "/ledger", timeout_s=STATUS_TIMEOUT_S * 2)
+        except NodeError:
+            return None
+        return doc if status == 200 and isinstance(doc, dict) else None
 
     def status(self) -> dict[str, Any] | None:
         """The node's control API `/status`, or None if it does not answer in time."""

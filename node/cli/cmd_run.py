@@ -54,6 +54,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         action="store_true",
         help="move a damaged ledger.sqlite aside and rebuild the replica from peers",
     )
+    p.add_argument(
+        "--fault",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="fault injection for tests and the simnet (repeatable): "
+        "drop-ledger-gossip",
+    )
     p.set_defaults(func=run)
 
 
@@ -82,6 +90,9 @@ def run(args: argparse.Namespace) -> int:
     data_dir = resolve_data_dir(args)
     if not (data_dir / KEY_FILE_NAME).exists():
         raise DataDirError(f"{data_dir} has no identity; run `dsperse-node init` first")
+    from node.faults import parse_faults
+
+    faults = parse_faults(args.fault)
     config = apply_flags(load_config(data_dir), args)
     identity = load_identity(data_dir / KEY_FILE_NAME)
     genesis = _find_genesis(data_dir, args.genesis or config.ledger.genesis_path(data_dir))
@@ -120,6 +131,7 @@ def run(args: argparse.Namespace) -> int:
         network_id=genesis.network_id if genesis is not None else b"",
         writable=writable,
         control_token=token,
+        faults=faults,
     )
 
     async def main() -> None:

@@ -1,0 +1,25 @@
+"""Named fault-injection switches for tests and the simnet: `dsperse-node run --fault NAME`.
+
+A production node runs with none. Each switch makes the node misbehave in one named, observable
+way, so tests and the simnet can exercise the protocol's defences with real processes (never a
+fake prover or a stand-in network). Unknown names are refused, so a typo never passes silently.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from node.errors import ConfigError
+
+FAULTS = {
+    "drop-ledger-gossip": "ignore every ledger gossip message: anti-entropy alone must carry "
+    "the ledger to this node",
+}
+
+
+def parse_faults(names: Iterable[str]) -> frozenset[str]:
+    faults = frozenset(names)
+    unknown = sorted(faults - FAULTS.keys())
+    if unknown:
+        raise ConfigError(f"unknown fault {unknown[0]!r}; known: {', '.join(sorted(FAULTS))}")
+    return faults
