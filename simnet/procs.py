@@ -16,6 +16,7 @@ import sys
 import threading
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -26,6 +27,10 @@ from node.identity import KEY_FILE_NAME, NodeIdentity, load_identity
 STATUS_TIMEOUT_S = 2.0
 STOP_TIMEOUT_S = 15.0
 STATUS_BYTES_MAX = 4 << 20
+
+# (control addr, method, path, body, token, timeout_s) -> (HTTP status, JSON): how `call` reaches
+# a node whose control API is not on our loopback (e.g. inside a network namespace).
+ControlVia = Callable[[str, str, str, dict[str, Any] | None, str | None, float], tuple[int, Any]]
 
 
 def init_data_dir(data_dir: Path) -> NodeIdentity:
@@ -51,6 +56,7 @@ class NodeProcess:
     extra_args: list[str] = field(default_factory=list)  # e.g. ["--resync"]
     argv_prefix: list[str] = field(default_factory=list)  # e.g. ["ip", "netns", "exec", "ns1"]
     listen: str = "/ip4/127.0.0.1/tcp/0"
+    control_via: ControlVia | None = None  # None: the control API is on our own loopback
     popen: subprocess.Popen[str] | None = None
     _ready: threading.Event = field(default_factory=threading.Event)
     _reader: threading.Thread | None = None
@@ -141,6 +147,8 @@ class NodeProcess:
         from node.control_client import control_request
 
         token = read_control_token(self.data_dir) if method == "POST" else None
+        if self.control_via is not None:
+            return self.control_via(self.control_addr, method, path, body, token, timeout_s)
         return control_request(self.control_addr, method, path, body, token, timeout_s)
 
     def ledger(self) -> dict[str, Any] | None:
