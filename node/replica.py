@@ -28,6 +28,7 @@ from typing import Any
 
 import trio
 
+from ledger.accessors import is_conserved, is_non_negative
 from ledger.builders import build_entry
 from ledger.constants import HEIGHT_MAX, ZERO_HASH
 from ledger.containers import (
@@ -90,6 +91,7 @@ class LedgerReplica:
         rng: random.Random,
         settings: ReplicaSettings | None = None,
         writable: bool = True,
+        fork_own_chain: bool = False,
     ) -> None:
         self.store = store
         self.lattice = store.lattice
@@ -102,6 +104,9 @@ class LedgerReplica:
         self.settings = settings or ReplicaSettings()
         # False after `run --resync` until our own chain came back from a peer (never fork it).
         self.writable = writable
+        # Fault injection (`run --fault fork-own-chain`): the next own transfer or bond is signed
+        # twice at one seq, as a byzantine node would; honest replicas must slash it once.
+        self.fork_own_chain = fork_own_chain
         head = self.lattice.get_head(identity.public_key)
         self._seq, self._head, self._height = head if head is not None else (0, ZERO_HASH, 0)
         self._outbox: list[Entry] = []
@@ -248,10 +253,27 @@ class LedgerReplica:
         self._seq, self._head, self._height = self._seq + 1, entry.hash, height
         self.counters["own_entries"] += 1
         self._queue_publish(entry)
+        if self.fork_own_chain and isinstance(op, Transfer | Bond):
+            self._sign_fork(entry, op)
         self._added.set()
         self._added = trio.Event()
         return {"hash": entry.hash.hex(), "seq": entry.header.seq, "height": height,
                 "kind": type(op).__name__.lower()}  # fmt: skip
+
+    def _sign_fork(self, entry: Entry, op: Transfer | Bond) -> None:
+        """The fault: a second, conflicting entry at the same seq (slashable equivocation)."""
+        twin_op: Operation = Bond(op.amount + 1)
+        if isinstance(op, Transfer):
+            twin_op = Transfer(op.recipient, op.amount + 1)
+        h = entry.header
+        twin = build_entry(self.identity, h.seq, h.prev, h.height, twin_op)
+        self.store.add(twin)
+        head = self.lattice.get_head(self.identity.public_key)
+        assert head is not None
+        self._head = head[1]  # the fork resolves to the lower hash; keep writing on it
+        self.counters["own_forks_signed"] += 1
+        self.fork_own_chain = False  # one offence per start: the rest of its chain is honest
+        self._queue_publish(twin)
 
     def _precheck(self, op: Operation) -> None:
         """Friendly reasons for the refusals a wallet user meets (the dry run catches all)."""
@@ -382,6 +404,8 @@ class LedgerReplica:
             "accounts_count": len(state.accounts),
             "supply": state.supply,
             "burned": state.burned,
+            "escrow": sum(e.available + e.reserved for e in state.escrows.values()),
+            "conserved": is_conserved(state) and is_non_negative(state),
             "writable": self.writable,
             "own_seq": self._seq,
             "counters": dict(self.counters),

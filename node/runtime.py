@@ -93,7 +93,7 @@ class NodeRuntime:
         if store is not None:
             self.replica = LedgerReplica(
                 store, identity, transport, network_id, now_ms=now_ms, rng=self._rng,
-                writable=writable,
+                writable=writable, fork_own_chain="fork-own-chain" in faults,
             )  # fmt: skip
             ledger = config.ledger
             self.sync = LedgerSync(

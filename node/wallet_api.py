@@ -19,6 +19,7 @@ from node.replica import LedgerReplica, WalletRefusal
 AMOUNT_MAX = 2**63 - 1
 WAIT_TIMEOUT_S_MAX = 55.0  # under the control server's 60 s handler timeout
 WAIT_PEERS_MAX = 1024
+HAS_HASHES_MAX = 4096
 
 
 def _amount(body: dict[str, Any]) -> int:
@@ -63,7 +64,24 @@ def build_wallet_routes(replica: LedgerReplica, sync: LedgerSync) -> dict[str, A
             raise ControlError(404, f"entry {h} is not in this replica")
         return await sync.wait_peers(digest, peers, float(timeout_s))
 
+    def has(request: ControlRequest) -> dict[str, Any]:
+        hashes = request.body.get("hashes")
+        if not isinstance(hashes, list) or len(hashes) > HAS_HASHES_MAX:
+            raise ControlError(422, f"`hashes` must be a list of at most {HAS_HASHES_MAX}")
+        missing = []
+        for h in hashes:
+            try:
+                digest = bytes.fromhex(h) if isinstance(h, str) else b""
+            except ValueError:
+                digest = b""
+            if len(digest) != 32:
+                raise ControlError(422, "every hash must be 64 hex digits")
+            if not replica.has_entry(digest):
+                missing.append(h)
+        return {"asked": len(hashes), "missing": missing}
+
     return {
+        "POST /ledger/has": has,
         "GET /wallet": lambda request: replica.wallet(),
         "POST /wallet/transfer": transfer,
         "POST /wallet/bond": lambda request: _submit(replica, Bond(_amount(request.body))),

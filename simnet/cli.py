@@ -27,8 +27,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="run many real nodes on this machine with real proofs and faults injected",
         description="Start N real `dsperse-node run` processes on 127.0.0.1 (py-libp2p, Noise, "
         "gossipsub), wait until every node hears every other's signed capacity advert, SIGKILL "
-        "and restart nodes on a seeded schedule, replicate a signed ledger history to every "
-        "node's SQLite replica in a different order, and meanwhile slice a shipped ONNX model "
+        "and restart nodes on a seeded schedule, send seeded wallet operations through the nodes "
+        "(one turns byzantine and forks its chain) and check that every replica converges, "
+        "and meanwhile slice a shipped ONNX model "
         "and prove and verify every slice with real EZKL. Exit 0 only if every check passes.",
     )
     p.add_argument("--nodes", type=_positive(int, 2, 64), default=6, help="node processes (6)")

@@ -1,127 +1,131 @@
-"""The simnet's ledger workload: every node's replica gets the same signed history, each in its
-own seeded order with duplicates, and must reach the same state root, conserve supply and reopen.
+"""The simnet's ledger workload, played through the nodes like any user would: a genesis written
+by the supervisor, seeded wallet operations sent to the nodes' control APIs, one byzantine node
+that forks its own chain, and checks that read every replica back through the nodes.
 
-The history: a treasury (seeded key, the network's genesis account) allocates to every node; nodes
-bond stake, transfer to each other and unbond; one byzantine node forks its own chain (two signed
-entries at one sequence number) and an honest node files the fork as slash evidence. Entries are
-signed with the nodes' real identity keys. Gossip-based anti-entropy between replicas arrives with
-the market issue; here the supervisor hands each replica the entries directly.
+The supervisor never opens a node's SQLite file. Nodes replicate by gossip and anti-entropy; a
+node SIGKILLed right after its write was acknowledged must still hold that entry when it comes
+back, and so must every other replica (0 acknowledged entries lost).
 """
 
 from __future__ import annotations
 
-import hashlib
 import random
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from ledger.accessors import is_conserved, is_non_negative
-from ledger.builders import ChainWriter
-from ledger.config import mainnet_config
-from ledger.containers import Bond, Entry, ForkEvidence, GenesisAllocation, Slash, Transfer, Unbond
-from ledger.env import LedgerEnv
-from ledger.store import open_data_dir_store
-from node.identity import KEY_FILE_NAME, Ed25519Scheme, NodeIdentity, load_identity
-from node.proof_verifier import UndecidedVerifier
+from node.errors import NodeError
+from node.genesis import Genesis, build_genesis, install_genesis, write_genesis
+from node.identity import NodeIdentity
+from simnet.procs import NodeProcess
 
 GENESIS_PER_NODE = 1_000_000
-BATCH = 64
+GENESIS_BOND = 10_000
+BOND_MIN = 100
+HAS_BATCH = 4096
+
+
+def write_network_genesis(
+    identities: list[NodeIdentity], data_dirs: list[Path], path: Path
+) -> Genesis:
+    """Balances for every node, a bond for every node, installed in every data dir."""
+    genesis = build_genesis(
+        [(i.public_key, GENESIS_PER_NODE) for i in identities],
+        [(i.public_key, GENESIS_BOND) for i in identities],
+        {"award_bond_min": BOND_MIN, "unbond_delay_heights": 8},
+    )
+    write_genesis(genesis, path)
+    for data_dir in data_dirs:
+        install_genesis(data_dir, path)
+    return genesis
 
 
 @dataclass
 class LedgerWorkloadResult:
-    entries: int
-    replicas: list[tuple[bytes, int, bool]]  # (state root, entries stored, supply conserved)
-    apply_s_max: float
-    reopen_ok: bool
-    offences: int = 0  # slashes applied (on the last replica; all replicas agree by root)
-    cheat_slashed: bool = False  # the forking node lost stake
-    honest_slashed: int = 0  # honest nodes that lost stake (must be 0)
+    writes_ok: int = 0
+    writes_refused: int = 0
+    acknowledged: list[str] = field(default_factory=list)  # entry hashes the nodes acked
+    converge_s: float | None = None
+    roots: dict[str, str | None] = field(default_factory=dict)
+    entries_lost: int = -1  # acknowledged entries missing from some replica (-1: not checked)
+    offences: int = 0
+    cheat_slashed: bool = False
+    honest_slashed: int = 0
+    conserved: bool = False
+    kill_ok: bool = False
+    details: list[str] = field(default_factory=list)
 
 
-def build_history(
-    identities: list[NodeIdentity], treasury: NodeIdentity, rng: random.Random, count: int
-) -> list[Entry]:
-    """A signed history of about `count` entries across the nodes' chains."""
-    entries: list[Entry] = []
-    bank = ChainWriter(treasury)
-    for ident in identities:
-        entries.append(bank.append(GenesisAllocation(ident.public_key, GENESIS_PER_NODE)))
-    writers = [ChainWriter(ident) for ident in identities]
-    for w in writers:
-        w.observe_height(bank.height)
-        entries.append(w.append(Bond(GENESIS_PER_NODE // 10)))
-    while len(entries) < count:
-        w = rng.choice(writers)
-        other = rng.choice(identities)
+def _write(node: NodeProcess, path: str, body: dict[str, Any], result: LedgerWorkloadResult) -> str:
+    try:
+        status, doc = node.call("POST", path, body)
+    except NodeError as exc:
+        result.writes_refused += 1
+        result.details.append(f"{node.name} {path}: {exc}")
+        return ""
+    if status != 200:
+        result.writes_refused += 1  # e.g. insufficient balance: a refusal writes nothing
+        return ""
+    result.writes_ok += 1
+    result.acknowledged.append(doc["hash"])
+    return str(doc["hash"])
+
+
+def play(
+    nodes: list[NodeProcess], rng: random.Random, count: int, result: LedgerWorkloadResult
+) -> None:
+    """`count` seeded wallet operations at random nodes (transfers, bonds, unbonds)."""
+    for _ in range(count):
+        node = rng.choice(nodes)
         roll = rng.random()
-        if roll < 0.8 and other.public_key != w.account:
-            entries.append(w.append(Transfer(other.public_key, rng.randrange(1, 1000))))
+        if roll < 0.7:
+            other = rng.choice([n for n in nodes if n is not node])
+            body = {"to": other.peer_id, "amount": rng.randrange(1, 1000)}
+            _write(node, "/wallet/transfer", body, result)
         elif roll < 0.9:
-            entries.append(w.append(Bond(rng.randrange(1, 1000))))
+            _write(node, "/wallet/bond", {"amount": rng.randrange(BOND_MIN, 2000)}, result)
         else:
-            entries.append(w.append(Unbond(rng.randrange(1, 100))))
-        w.observe_height(max(x.height for x in writers))
-    if len(writers) >= 2:
-        entries += _fork_and_report(writers[-1], writers[0])
-    return entries
+            _write(node, "/wallet/unbond", {"amount": rng.randrange(1, 100)}, result)
 
 
-def _fork_and_report(cheat: ChainWriter, reporter: ChainWriter) -> list[Entry]:
-    """The cheat signs two different entries at the same sequence number; the reporter proves it."""
-    seq, head, height = cheat.seq, cheat.head, cheat.height
-    first = cheat.append(Transfer(reporter.account, 1))
-    cheat.seq, cheat.head, cheat.height = seq, head, height
-    second = cheat.append(Transfer(reporter.account, 2))
-    reporter.observe_height(max(first.header.height, second.header.height))
-    evidence = Slash(ForkEvidence(first.header, second.header))
-    return [first, second, reporter.append(evidence)]
+def wait_converged(
+    nodes: list[NodeProcess], timeout_s: float, idle: Callable[[float], None]
+) -> float | None:
+    """Seconds until every replica reports the same state root, or None on timeout."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout_s:
+        roots = {(n.ledger() or {}).get("state_root") for n in nodes}
+        if len(roots) == 1 and None not in roots:
+            return time.monotonic() - t0
+        idle(0.25)
+    return None
 
 
-def run_ledger_workload(data_dirs: list[Path], seed: int, count: int) -> LedgerWorkloadResult:
-    rng = random.Random(seed)
-    identities = [load_identity(d / KEY_FILE_NAME) for d in data_dirs]
-    treasury = NodeIdentity.from_seed(hashlib.sha256(b"simnet-treasury" + bytes(8)).digest())
-    # This workload files no claims or invalid-proof evidence, so no proof reaches the verifier;
-    # were one to, a replica without bundles honestly answers "cannot decide" (None): the entry
-    # is ignored for now, never accepted unchecked (claims arrive with the market issue).
-    env = LedgerEnv(mainnet_config(treasury.public_key), Ed25519Scheme(), UndecidedVerifier())
-    history = build_history(identities, treasury, rng, count)
-    replicas: list[tuple[bytes, int, bool]] = []
-    apply_s_max = 0.0
-    slashed: set[bytes] = set()
-    offences = 0
-    for data_dir in data_dirs:
-        order = history + rng.sample(history, len(history) // 10)  # duplicates arrive too
-        rng.shuffle(order)
-        t0 = time.monotonic()
-        store = open_data_dir_store(data_dir, env)
-        try:
-            for i in range(0, len(order), BATCH):
-                store.add_many(order[i : i + BATCH])
-            state = store.lattice.state
-            root = store.checkpoint()
-            replicas.append((root, store.count, is_conserved(state) and is_non_negative(state)))
-            slashed = {a for a, acct in state.accounts.items() if acct.slashed > 0}
-            offences = len(state.offences)
-        finally:
-            store.close(checkpoint=False)
-        apply_s_max = max(apply_s_max, time.monotonic() - t0)
-    reopen_ok = True
-    for data_dir, (root, _, _) in zip(data_dirs, replicas, strict=True):
-        store = open_data_dir_store(data_dir, env)
-        try:
-            reopen_ok &= store.verify() == root
-        finally:
-            store.close(checkpoint=False)
-    cheat = identities[-1].public_key
-    return LedgerWorkloadResult(
-        len(history),
-        replicas,
-        apply_s_max,
-        reopen_ok,
-        offences=offences,
-        cheat_slashed=cheat in slashed,
-        honest_slashed=len(slashed - {cheat}),
-    )
+def count_lost(nodes: list[NodeProcess], hashes: list[str]) -> int:
+    """Acknowledged entries that some replica does not hold (asked through the nodes)."""
+    lost: set[str] = set()
+    for node in nodes:
+        for i in range(0, len(hashes), HAS_BATCH):
+            status, doc = node.call("POST", "/ledger/has", {"hashes": hashes[i : i + HAS_BATCH]})
+            if status != 200:
+                return -1
+            lost.update(doc["missing"])
+    return len(lost)
+
+
+def read_outcome(
+    nodes: list[NodeProcess], cheat: NodeProcess, result: LedgerWorkloadResult
+) -> None:
+    docs = {n.name: n.ledger() for n in nodes}
+    result.roots = {name: (d or {}).get("state_root") for name, d in docs.items()}
+    doc = docs[nodes[0].name]
+    if doc is None:
+        return
+    result.offences = len(doc["offences"])
+    offenders = {o["offender"] for o in doc["offences"]}
+    result.cheat_slashed = cheat.peer_id in offenders
+    slashed = {peer for peer, a in doc["accounts"].items() if a["slashed"] > 0}
+    result.honest_slashed = len(slashed - {cheat.peer_id})
+    result.conserved = all(bool((d or {}).get("conserved")) for d in docs.values())

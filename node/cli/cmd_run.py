@@ -60,7 +60,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         default=[],
         metavar="NAME",
         help="fault injection for tests and the simnet (repeatable): "
-        "drop-ledger-gossip",
+        "drop-ledger-gossip, fork-own-chain",
     )
     p.set_defaults(func=run)
 
