@@ -267,12 +267,14 @@ class LedgerSync:
                 self._now_ms(),
                 bytes_max=REQUEST_BYTES_MAX,
                 network_id=self.replica.network_id,
-                replay_guard=self._guard,
             )
+            if compute_peer_id(envelope.signer) != peer:
+                return self._refuse("signer_mismatch", 0)
+            # Remembered only once it is known to be the asking peer's own request, so
+            # requests signed by throwaway keys cannot push real ones out of the guard.
+            self._guard.check_and_remember(envelope, self._now_ms())
         except WireError as exc:
             return self._refuse(exc.reason.value, 0)
-        if compute_peer_id(envelope.signer) != peer:
-            return self._refuse("signer_mismatch", 0)
         response = self._serve(envelope.body)
         if response is None:
             return self._refuse("wrong_type", 0)

@@ -58,6 +58,11 @@ from p2p.abc import Transport
 from p2p.errors import P2PError
 
 OUTBOX_MAX = 10_000
+# Our next entry sorts after what we have seen, but never follows a height more than this far
+# above the lower median of the funded chains' heads: one peer signing an entry near HEIGHT_MAX
+# would otherwise exhaust every replica's heights for good (docs/ledger-in-the-node.md).
+HEIGHT_STEP_MAX = 1 << 20
+CHAIN_PAGE = 64
 GOSSIP_BATCH_BYTES_MAX = 400 * 1024  # leaves room for the envelope under 512 KiB
 REPORTS_PENDING_MAX = 64
 _log = logging.getLogger("node.replica")
@@ -240,8 +245,8 @@ class LedgerReplica:
                 "this replica is being rebuilt from peers (run --resync); it signs nothing until "
                 "its own chain is back: retry after the next sync"
             )
-        self._precheck(op)
-        height = max(self._height, self.lattice.get_max_height()) + 1
+        height = self.compute_next_height()
+        self._precheck(op, height)
         if height > HEIGHT_MAX:
             raise WalletRefusal("the ledger's heights are exhausted on this replica")
         entry = build_entry(self.identity, self._seq, self._head, height, op)
@@ -275,13 +280,52 @@ class LedgerReplica:
         self.fork_own_chain = False  # one offence per start: the rest of its chain is honest
         self._queue_publish(twin)
 
-    def _precheck(self, op: Operation) -> None:
+    def compute_next_height(self) -> int:
+        """Lamport: above our own chain and every plausible head (see HEIGHT_STEP_MAX)."""
+        lattice = self.lattice
+        state = lattice.state
+        anchors, heights = [], []
+        for account in lattice.get_accounts():
+            head = lattice.get_head(account)
+            assert head is not None
+            heights.append(head[2])
+            acct = state.accounts.get(account)
+            funded = acct is not None and (acct.balance > 0 or acct.bonded > 0)
+            if funded or account in (self.env.config.genesis_account, self.identity.public_key):
+                anchors.append(head[2])
+        anchors.sort()
+        cap = (anchors[(len(anchors) - 1) // 2] if anchors else 0) + HEIGHT_STEP_MAX
+        plausible = max((h for h in heights if h <= cap), default=0)
+        return max(self._height, plausible) + 1
+
+    def _credits_above(self, height: int) -> int:
+        """Transfers to us from entries that will sort after an entry of ours at `height`:
+        not spendable by it (only implausibly high entries can be there)."""
+        me, total = self.identity.public_key, 0
+        for account in self.lattice.get_accounts():
+            head = self.lattice.get_head(account)
+            assert head is not None
+            end = head[0] if head[2] >= height else 0
+            while end > 0:  # heights rise along a chain: walk back from its head
+                start = max(0, end - CHAIN_PAGE)
+                page = self.lattice.get_chain(account, start, end - start)
+                above = [e for e in page if e.header.height >= height]
+                total += sum(
+                    e.op.amount
+                    for e in above
+                    if isinstance(e.op, Transfer) and e.op.recipient == me
+                )
+                end = start if len(above) == len(page) else 0
+        return total
+
+    def _precheck(self, op: Operation, height: int) -> None:
         """Friendly reasons for the refusals a wallet user meets (the dry run catches all)."""
         state = self.lattice.state
         me = get_account(state, self.identity.public_key)
         bond_min = self.env.config.award_bond_min
-        if isinstance(op, Transfer | Bond) and op.amount > me.balance:
-            raise WalletRefusal(f"insufficient balance: {me.balance} available, {op.amount} asked")
+        balance = me.balance - self._credits_above(height)
+        if isinstance(op, Transfer | Bond) and op.amount > balance:
+            raise WalletRefusal(f"insufficient balance: {balance} available, {op.amount} asked")
         if isinstance(op, Transfer) and op.recipient == self.identity.public_key:
             raise WalletRefusal("cannot transfer to yourself")
         if isinstance(op, Bond) and me.bonded + op.amount < bond_min:
@@ -297,11 +341,9 @@ class LedgerReplica:
                     f"stake left ({rest}) would be below the network minimum {bond_min}: "
                     f"unbond all {me.bonded} or keep at least {bond_min}"
                 )
-        if isinstance(op, Withdraw):
-            height = max(self._height, self.lattice.get_max_height()) + 1
-            if not any(mature <= height for _, mature in me.unbonding):
-                pending = ", ".join(f"{a} at height {m}" for a, m in me.unbonding) or "none"
-                raise WalletRefusal(f"nothing has matured yet at height {height} ({pending})")
+        if isinstance(op, Withdraw) and not any(m <= height for _, m in me.unbonding):
+            pending = ", ".join(f"{a} at height {m}" for a, m in me.unbonding) or "none"
+            raise WalletRefusal(f"nothing has matured yet at height {height} ({pending})")
 
     def _queue_publish(self, entry: Entry) -> None:
         if len(self._outbox) >= OUTBOX_MAX:
@@ -354,7 +396,7 @@ class LedgerReplica:
             "bonded": acct.bonded,
             "unbonding": [[a, m] for a, m in acct.unbonding],
             "slashed": acct.slashed,
-            "height": max(self._height, self.lattice.get_max_height()),
+            "height": self.compute_next_height() - 1,
             "seq": self._seq,
         }
 

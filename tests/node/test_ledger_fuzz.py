@@ -34,6 +34,7 @@ from ledger.lattice import AddStatus, LatticeStatistics
 from ledger.store import LedgerStore
 from node.identity import NodeIdentity
 from node.ledger_sync import REQUEST_BYTES_MAX
+from node.replica import WalletRefusal
 from node.runtime import NodeRuntime
 from node.topics import PROTOCOL_LEDGER_SYNC, TOPIC_LEDGER
 from node.wire import (
@@ -462,12 +463,6 @@ def test_gossip_replayed_entries_are_ignored_once_held(node: NodeRuntime) -> Non
     assert snapshot(runtime) == added
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: one validly signed entry at height HEIGHT_MAX, from any key (even unfunded), "
-    "is accepted and placed; LedgerReplica.submit then takes lattice.get_max_height() + 1 "
-    "and refuses every wallet operation ('heights exhausted') on every replica, for good",
-)
 @pytest.mark.parametrize("funded", [True, False])
 def test_an_inflated_height_from_a_peer_does_not_stop_the_node_from_signing(
     node: NodeRuntime, funded: bool
@@ -477,13 +472,23 @@ def test_an_inflated_height_from_a_peer_does_not_stop_the_node_from_signing(
     assert replica is not None
     judge = GossipJudge(runtime)
     signer = identity(1) if funded else NodeIdentity.from_seed(b"\x07" * 32)
-    entry = build_entry(signer, 0, bytes(32), HEIGHT_MAX, Transfer(identity(2).public_key, 1))
+    me = replica.identity.public_key
+    gift = 1000  # to us, at the highest height there is
+    entry = build_entry(signer, 0, bytes(32), HEIGHT_MAX, Transfer(me, gift))
     data = ledger_message(signer, (encode_entry(entry),))
-    verdict, _reason = judge(data, signer)  # refusing it (counted) would be one fix
+    verdict, _reason = judge(data, signer)
     if verdict is Verdict.ACCEPT:
         replica.on_gossip(decode_envelope(data, trio_ms(), network_id=NETWORK_ID))
-    # The node must still be able to sign its own next entry (today: WalletRefusal).
-    replica.submit(Transfer(identity(2).public_key, 1))
+    # The node still signs its own next entry, at a height that leaves room for the future.
+    result = replica.submit(Transfer(identity(2).public_key, 1))
+    assert result["height"] < HEIGHT_MAX // 2
+    if verdict is Verdict.ACCEPT and funded:
+        # The gift sorts after every entry we can sign: it is not spendable, and the wallet
+        # says so instead of signing an entry the ledger would skip.
+        balance = replica.wallet()["balance"]
+        with pytest.raises(WalletRefusal, match="insufficient balance"):
+            replica.submit(Bond(balance - gift + 1))
+        replica.submit(Bond(balance - gift))
 
 
 # -- sync server: one refusal, exactly one counted reason -------------------------------------
