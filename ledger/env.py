@@ -20,8 +20,8 @@ class LedgerEnv:
     verifier: ProofVerifier
     verify_signatures: bool = True
     # False only to re-check a store whose proofs were verified on arrival, where no proof
-    # verifier is at hand (`dsperse-node ledger verify`): claims and invalid-proof evidence
-    # are then taken as verified.
+    # verifier is at hand: claims and invalid-proof evidence are then taken as verified
+    # (`dsperse-node ledger verify` re-runs the proofs it can on its own afterwards).
     verify_proofs: bool = True
 
     def is_valid_signature(self, public_key: bytes, message: bytes, signature: bytes) -> bool:

@@ -36,6 +36,7 @@ from ledger.lattice import EntryStatus, Lattice
 from node.config import NodeConfig
 from node.errors import NodeError
 from node.identity import PUBLIC_KEY_BYTES, Ed25519Scheme, NodeIdentity, compute_peer_id
+from node.identity import parse_account as identity_parse_account
 
 GENESIS_FILE_NAME = "genesis.json"
 GENESIS_FORMAT = "dsperse-genesis/1"
@@ -44,7 +45,6 @@ DOMAIN_NETWORK = b"dsperse-node/network/v1\x00"
 # What `--param` may set: every LedgerConfig field but the key, which is always fresh.
 PARAM_NAMES = tuple(f.name for f in fields(LedgerConfig) if f.name != "genesis_account")
 _DOCUMENT_KEYS = frozenset({"format", "network_id", "params", "allocations", "bonds", "entries"})
-_B58_ALPHABET = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
 
 Allocation = tuple[bytes, int]  # (32-byte ed25519 public key, amount)
 
@@ -80,31 +80,14 @@ def compute_network_id(config: LedgerConfig, entries: Sequence[Entry]) -> bytes:
 # ---------------------------------------------------------------------------- accounts
 
 
-def _b58decode(text: str) -> bytes:
-    number = 0
-    for char in text:
-        index = _B58_ALPHABET.find(char)
-        if index < 0:
-            raise ValueError(f"{char!r} is not a base58 character")
-        number = number * 58 + index
-    body = number.to_bytes((number.bit_length() + 7) // 8, "big")
-    return b"\x00" * (len(text) - len(text.lstrip("1"))) + body
-
-
 def parse_account(text: str) -> bytes:
     """A 32-byte ed25519 public key from a libp2p peer id (`12D3KooW…`) or 64 hex digits."""
-    text = text.strip()
-    if len(text) == 2 * PUBLIC_KEY_BYTES and all(c in "0123456789abcdefABCDEF" for c in text):
-        return bytes.fromhex(text)
     try:
-        raw = _b58decode(text)
+        return identity_parse_account(text)
     except ValueError:
-        raw = b""
-    key = raw[6:]
-    # Only an ed25519 peer id decodes to the identity multihash of a 32-byte key.
-    if len(key) != PUBLIC_KEY_BYTES or compute_peer_id(key) != text:
-        raise GenesisError(f"{text!r} is not an ed25519 peer id (12D3KooW…) or a 64-hex key")
-    return key
+        raise GenesisError(
+            f"{text.strip()!r} is not an ed25519 peer id (12D3KooW…) or a 64-hex key"
+        ) from None
 
 
 def parse_assignment(text: str) -> Allocation:
