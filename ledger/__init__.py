@@ -5,8 +5,8 @@ Design in one page (each module's docstring has the details):
 
 - **Entries** (`containers.py`, `encoding.py`): every account (a 32-byte ed25519 key) signs its
   own hash-chain of entries (seq, prev hash, Lamport height, operation): a block-lattice with no
-  global order and no leader. Kinds: genesis allocation and genesis bond (only the network's genesis key),
-  transfer, bond, unbond, withdraw, job escrow, award, reward claim, refund, slash.
+  global order and no leader. Kinds: genesis allocation and genesis bond (only the network's
+  genesis key), transfer, bond, unbond, withdraw, job escrow, award, reward claim, refund, slash.
 - **Entry-only checks** (`verify.py`): signatures, claim proofs (through the injected
   `ProofVerifier`) and slash evidence are checked once, on arrival, from the entry alone, so their
   verdict is the same everywhere. Invalid entries are refused with a `Reason`.

@@ -56,7 +56,8 @@ class TextFormatter(logging.Formatter):
 
 
 # libp2p logs these at ERROR for routine events (a peer went away, a redial failed:
-# docs/py-libp2p-pitfalls.md P17); our transport counts and reports them itself, so they are shown only at debug level.
+# docs/py-libp2p-pitfalls.md P17); our transport counts and reports them itself, so they are
+# shown only at debug level.
 LIBP2P_ROUTINE_PREFIXES = (
     "Failed to open TCP stream",
     "Failed to open stream to peer",
