@@ -24,9 +24,9 @@ GOSSIP_TOPICS: Final = (TOPIC_CAPACITY, TOPIC_JOBS, TOPIC_AWARDS, TOPIC_PROOFS, 
 # the wrong topic is rejected. Topics without registered types yet accept nothing.
 TOPIC_MESSAGE_TYPES: Final[dict[str, frozenset[str]]] = {
     TOPIC_CAPACITY: frozenset({"capacity_advert"}),
-    TOPIC_JOBS: frozenset(),
-    TOPIC_AWARDS: frozenset(),
-    TOPIC_PROOFS: frozenset(),
+    TOPIC_JOBS: frozenset({"job_announce"}),
+    TOPIC_AWARDS: frozenset(),  # awards are ledger entries (on TOPIC_LEDGER)
+    TOPIC_PROOFS: frozenset({"proof_statement"}),
     TOPIC_LEDGER: frozenset({"ledger_entries"}),
 }
 

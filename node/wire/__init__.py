@@ -1,6 +1,8 @@
 """The wire format: signed, strictly decoded msgpack envelopes around typed message bodies."""
 
+from node.wire import fetch_messages as fetch_messages
 from node.wire import ledger_messages as ledger_messages
+from node.wire import market_messages as market_messages
 from node.wire import messages as messages
 from node.wire.envelope import (
     ENVELOPE_BYTES_MAX as ENVELOPE_BYTES_MAX,
