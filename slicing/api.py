@@ -26,7 +26,7 @@ from slicing.bundle import (
     load_bundle,
     write_bundle,
 )
-from slicing.errors import LinkageError
+from slicing.errors import LinkageError, ProofError
 from slicing.linkage import (
     LinkReason,
     SliceLayout,
@@ -49,6 +49,7 @@ __all__ = [
     "build_bundle",
     "compute_job_commitment",
     "compute_max_logrows",
+    "get_slice_inputs",
     "get_slice_spec",
     "load_bundle",
     "plan",
@@ -58,6 +59,7 @@ __all__ = [
     "verify_proof_chain",
     "verify_slice",
     "witness_chain_many",
+    "witness_chain_values",
     "witness_slice",
     "write_bundle",
 ]
@@ -239,6 +241,42 @@ def witness_chain_many(
             vals.update(zip(out_names, outs, strict=True))
     names = [t["name"] for t in bundle.manifest["model"]["outputs"]]
     return [{n: vals[n] for n in names} for vals in values]
+
+
+def witness_chain_values(
+    bundle: Bundle, inputs: Mapping[str, np.ndarray]
+) -> dict[str, list[float]]:
+    """Every tensor value on the quantised chain of one input, flat: the model inputs and each
+    slice's rescaled outputs, which are exactly what the next slice's proof takes as its input.
+
+    A requester computes this locally (witnesses only, no proofs) so that every slice of a job can
+    be handed to a prover at once: `get_slice_inputs(bundle, i, values)` is slice i's input."""
+    from slicing.runner import run_slice
+
+    values = {n: np.asarray(v, dtype=np.float64).ravel().tolist() for n, v in inputs.items()}
+    for entry in bundle.slices:
+        i = entry["index"]
+        out_names = [t["name"] for t in entry["outputs"]]
+        if entry["proven"]:
+            outs = witness_slice(bundle, i, values)["rescaled_outputs"]
+        else:
+            spec = get_slice_spec(bundle, i)
+            feeds = {t.name: _unflatten(bundle, t.name, values[t.name]) for t in spec.inputs}
+            got = run_slice(spec, feeds)
+            outs = [np.asarray(got[n], dtype=np.float64).ravel().tolist() for n in out_names]
+        values.update(zip(out_names, ([float(v) for v in t] for t in outs), strict=True))
+    return values
+
+
+def get_slice_inputs(
+    bundle: Bundle, index: int, values: Mapping[str, Sequence[float]]
+) -> dict[str, list[float]]:
+    """Slice `index`'s input tensors (by name, flat) out of `witness_chain_values`' result."""
+    names = [t["name"] for t in bundle.manifest["slices"][index]["inputs"]]
+    missing = [n for n in names if n not in values]
+    if missing:
+        raise ProofError(f"slice {index}: no value for input(s) {missing}")
+    return {n: list(values[n]) for n in names}
 
 
 def verify_slice(bundle: Bundle, index: int, proof: bytes, cache_dir: Path) -> bool:
