@@ -14,6 +14,7 @@ again). Bundles and SRS files are checked against their ids when imported or fet
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import shutil
@@ -24,7 +25,7 @@ from typing import Any
 
 from node.errors import NodeError
 from node.proof_verifier import get_bundle_dir, get_data_cache_dir
-from slicing.bundle import MANIFEST_NAME, Bundle, load_bundle
+from slicing.bundle import MANIFEST_BYTES_MAX, MANIFEST_NAME, Bundle, compute_bundle_id, load_bundle
 from slicing.errors import BundleError
 from slicing.srs import compute_file_sha256, get_cache_dir
 
@@ -71,6 +72,24 @@ def get_listed_files(manifest: dict[str, Any]) -> dict[str, str]:
                 raise BundleError(f"manifest lists an unsafe path {rel[:80]!r}")
             out[rel] = str(digest)
     return out
+
+
+def read_manifest(path: Path, bundle_id: bytes, *, delete: bool = True) -> dict[str, Any] | None:
+    """The manifest at `path` if it hashes to `bundle_id`; else None (deleted if `delete`)."""
+    try:
+        if path.is_symlink() or path.stat().st_size > MANIFEST_BYTES_MAX:
+            manifest = None
+        else:
+            manifest = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        manifest = None
+    if isinstance(manifest, dict) and compute_bundle_id(manifest) == bundle_id.hex():
+        return manifest
+    if delete:
+        path.unlink(missing_ok=True)
+    return None
 
 
 def write_file_atomic(path: Path, data: bytes) -> None:

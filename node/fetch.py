@@ -20,7 +20,6 @@ reason; bad input never raises.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections import Counter, OrderedDict
@@ -40,6 +39,7 @@ from node.blobs import (
     get_srs_needs,
     get_srs_path,
     is_safe_relative_path,
+    read_manifest,
 )
 from node.errors import NodeError
 from node.identity import NodeIdentity, compute_peer_id
@@ -60,7 +60,7 @@ from node.wire.fetch_messages import (
 from node.wire.ledger_messages import SyncRefused
 from p2p.abc import PeerId, Transport
 from p2p.errors import P2PError
-from slicing.bundle import MANIFEST_BYTES_MAX, MANIFEST_NAME, Bundle, compute_bundle_id, load_bundle
+from slicing.bundle import MANIFEST_BYTES_MAX, MANIFEST_NAME, Bundle, load_bundle
 from slicing.errors import BundleError
 from slicing.srs import compute_file_sha256
 
@@ -244,7 +244,7 @@ class FetchService:
 
     async def _bundle_from(self, peer: PeerId, bundle_id: bytes, staging: Path) -> None:
         manifest_path = staging / MANIFEST_NAME
-        manifest = _read_manifest(manifest_path, bundle_id)
+        manifest = read_manifest(manifest_path, bundle_id)
         if manifest is None:
             await self.fetch_file(
                 peer,
@@ -255,7 +255,7 @@ class FetchService:
                 None,
                 MANIFEST_BYTES_MAX,
             )
-            manifest = _read_manifest(manifest_path, bundle_id)
+            manifest = read_manifest(manifest_path, bundle_id)
         if manifest is None:
             raise FetchFailed("the manifest does not hash to the bundle id")
         try:
@@ -297,6 +297,9 @@ class FetchService:
             except FetchFailed:
                 self.counters["fetches_failed"] += 1
                 raise
+            except OSError as exc:  # our disk (full, read-only): this fetch fails, not the node
+                self.counters["fetches_failed"] += 1
+                raise FetchFailed(f"local I/O error on {dest}: {exc}") from None
             part = _part_of(dest)
             if await trio.to_thread.run_sync(compute_file_sha256, part) != sha.hex():
                 part.unlink(missing_ok=True)
@@ -434,6 +437,8 @@ class FetchService:
             response = await self._serve(body)
         except _Refusal as refusal:
             return self._refuse(refusal.reason, 0)
+        except OSError:  # a file removed or changed under us while serving
+            return self._refuse("unreadable", 0)
         out = encode_envelope(
             response,
             self.identity,
@@ -506,7 +511,7 @@ class FetchService:
         """Bundle-relative path -> listed sha256 (None for manifest.json), cached per bundle."""
         listing = self._manifests.get(bundle_id)
         if listing is None:
-            manifest = _read_manifest(root / MANIFEST_NAME, bundle_id, delete=False)
+            manifest = read_manifest(root / MANIFEST_NAME, bundle_id, delete=False)
             if manifest is None:
                 raise _Refusal("unknown_bundle")
             try:
@@ -571,21 +576,3 @@ def _check_chunk(r: FetchResponse, first: FetchResponse, offset: int, length: in
         raise FetchFailed(f"chunk at offset {r.offset}, asked for {offset}")
     if len(r.data) != min(length, r.total - offset):
         raise FetchFailed(f"chunk of {len(r.data)} bytes, expected {min(length, r.total - offset)}")
-
-
-def _read_manifest(path: Path, bundle_id: bytes, *, delete: bool = True) -> dict[str, Any] | None:
-    """The manifest at `path` if it hashes to `bundle_id`; else None (deleted if `delete`)."""
-    try:
-        if path.is_symlink() or path.stat().st_size > MANIFEST_BYTES_MAX:
-            manifest = None
-        else:
-            manifest = json.loads(path.read_bytes())
-    except FileNotFoundError:
-        return None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError):
-        manifest = None
-    if isinstance(manifest, dict) and compute_bundle_id(manifest) == bundle_id.hex():
-        return manifest
-    if delete:
-        path.unlink(missing_ok=True)
-    return None

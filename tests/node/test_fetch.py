@@ -16,6 +16,8 @@ from typing import Any
 
 import pytest
 import trio
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from node.blobs import BlobError, BlobStore, get_srs_needs, get_srs_path
 from node.fetch import FetchFailed, FetchService, FetchSettings
@@ -504,3 +506,71 @@ async def test_wrong_network_over_the_transport(tmp_path: Path) -> None:
         with pytest.raises(FetchFailed, match="bad response: wrong_network"):
             await b.service.fetch_blob([a.peer], h)
         assert a.service.refused_in["wrong_network"] == 1
+
+
+def test_fuzzed_requests_never_raise_and_every_refusal_is_counted(
+    tmp_path: Path, built: Built
+) -> None:
+    store = BlobStore(tmp_path / "server")
+    bundle_id = store.import_bundle(built.bundle.root)
+    bundle = load_bundle(store.bundle_dir(bundle_id))
+    store.import_srs(bundle, cache_dir=built.cache_dir)
+    blob = store.put(b"a proof" * 100)
+    net = MemoryNetwork(1)
+    roomy = FetchSettings(requests_per_s=1e9, bytes_per_s=1 << 40)
+    server = make_service(identity(0), net.create(PeerId(identity(0).peer_id)), store, roomy,
+                          clock=lambda: 0.0)  # fmt: skip
+    asker = Asker(server, identity(1))
+    srs = next(iter(get_srs_needs(bundle).values()))
+    listed = [MANIFEST_NAME, *(f"{s['dir']}/{n}" for s in bundle.slices for n in s["files"])]
+    paths = st.sampled_from([*listed, "", "..", "../identity.key", "slices/000", "/x"]) | st.text(
+        max_size=40
+    )
+    offsets, lengths = st.integers(0, 3000) | st.integers(0, 1 << 40), st.integers(1, 1 << 19)
+
+    def named(kind: str, h: bytes, path: st.SearchStrategy[str]) -> st.SearchStrategy[Any]:
+        return st.builds(FetchRequest, st.just(kind), st.just(h), path, offsets, lengths)
+
+    requests = (
+        named(KIND_BUNDLE_FILE, bundle_id, st.sampled_from(listed))
+        | named(KIND_SRS, srs, st.just(""))
+        | named(KIND_BLOB, blob, st.just(""))
+        | st.builds(
+            FetchRequest,
+            kind=st.sampled_from([KIND_BUNDLE_FILE, KIND_SRS, KIND_BLOB]) | st.text(max_size=16),
+            id=st.sampled_from([bundle_id, srs, blob]) | st.binary(min_size=32, max_size=32),
+            path=paths,
+            offset=offsets,
+            length=lengths,
+        )
+    )
+
+    @settings(max_examples=300, deadline=None)
+    @given(
+        body=requests,
+        protocol=st.sampled_from([PROTOCOL_BUNDLE_FETCH, PROTOCOL_PROOF_FETCH]),
+        junk=st.none() | st.binary(max_size=200),
+    )
+    def prop(body: FetchRequest, protocol: str, junk: bytes | None) -> None:
+        before = sum(server.refused_in.values())
+        data = junk if junk is not None else asker.envelope(body)
+        answer = trio.run(asker.send, data, protocol)
+        if isinstance(answer, SyncRefused):
+            assert sum(server.refused_in.values()) == before + 1
+            return
+        assert isinstance(answer, FetchResponse) and junk is None
+        if body.kind == KIND_BUNDLE_FILE:
+            assert protocol == PROTOCOL_BUNDLE_FETCH and body.path in listed
+            source = store.bundle_dir(bundle_id) / body.path
+        elif body.kind == KIND_SRS:
+            assert protocol == PROTOCOL_BUNDLE_FETCH and body.id == srs and body.path == ""
+            source = next(iter(store.import_srs(bundle).values()))
+        else:
+            assert protocol == PROTOCOL_PROOF_FETCH and body.id == blob and body.path == ""
+            source = store.path(blob)
+        content = source.read_bytes()
+        assert answer.total == len(content) and answer.sha256 == hashlib.sha256(content).digest()
+        assert answer.data == content[body.offset : body.offset + body.length]
+
+    prop()
+    assert server.counters["served"] > 20 and len(server.refused_in) > 5
