@@ -24,6 +24,7 @@ from node.cli import (
     cmd_run,
     cmd_slice,
     cmd_submit,
+    cmd_verify,
     cmd_wallet,
 )
 from node.cli.common import CliError, describe_os_error, user_errors
@@ -34,6 +35,7 @@ _MODULES = (
     cmd_run,
     cmd_slice,
     cmd_submit,
+    cmd_verify,
     cmd_ledger,
     cmd_dashboard,
     cmd_wallet,
