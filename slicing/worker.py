@@ -6,6 +6,12 @@ a new process (spawned, never forked), named by an operation of `slicing.ezkl_pr
 arguments. The parent blocks in `os.wait4` (which releases the GIL) while a monitor thread samples
 /proc/<pid>/status and kills the child at the caps. Peak RSS is the larger of the sampled peak and
 the VmHWM the child reports itself; its ru_maxrss is not its own (docs/ezkl-pitfalls.md E3).
+
+Another thread can cancel a job: pass `cancel=` (a `threading.Event`) or run the calls inside
+`cancel_on(event)`, which covers every job the calling thread starts in the block (e.g. the setup
+and prove jobs of one `EzklProver.prove_slice`). Once the event is set the monitor kills the child
+within `MONITOR_INTERVAL_S`, and run_job raises `WorkerCancelled`; a job not started yet is never
+spawned.
 """
 
 from __future__ import annotations
@@ -17,6 +23,8 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +33,24 @@ from slicing.errors import WorkerCapExceeded, WorkerError
 
 MONITOR_INTERVAL_S = 0.1
 LOG_TAIL_CHARS = 400
+
+
+class WorkerCancelled(WorkerError):
+    """A job was cancelled from another thread (its cancel event was set); its child is gone."""
+
+
+_local = threading.local()  # .cancel: the event `cancel_on` installed for this thread
+
+
+@contextmanager
+def cancel_on(event: threading.Event) -> Iterator[None]:
+    """Every `run_job` this thread starts inside the block is cancelled when `event` is set."""
+    previous = getattr(_local, "cancel", None)
+    _local.cancel = event
+    try:
+        yield
+    finally:
+        _local.cancel = previous
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,21 +77,30 @@ def _read_rss_kb(pid: int) -> tuple[int, int]:
 class _Monitor(threading.Thread):
     """Samples a child's RSS; kills it when it passes the time or memory cap."""
 
-    def __init__(self, proc: subprocess.Popen[bytes], timeout_s: float, max_rss_mb: float | None):
+    def __init__(
+        self,
+        proc: subprocess.Popen[bytes],
+        timeout_s: float,
+        max_rss_mb: float | None,
+        cancel: threading.Event | None = None,
+    ):
         super().__init__(daemon=True)
         self.proc = proc
         self.timeout_s = timeout_s
         self.max_rss_mb = max_rss_mb
+        self.cancel = cancel
         self.stop = threading.Event()
         self.started_at = time.monotonic()
         self.peak_kb = 0
-        self.cap_hit: str | None = None
+        self.cap_hit: str | None = None  # "time", "memory" or "cancelled"
 
     def run(self) -> None:
         while not self.stop.wait(MONITOR_INTERVAL_S):
             rss, hwm = _read_rss_kb(self.proc.pid)
             self.peak_kb = max(self.peak_kb, rss, hwm)
-            if time.monotonic() - self.started_at > self.timeout_s:
+            if self.cancel is not None and self.cancel.is_set():
+                self.cap_hit = "cancelled"
+            elif time.monotonic() - self.started_at > self.timeout_s:
                 self.cap_hit = "time"
             elif self.max_rss_mb is not None and self.peak_kb / 1024 > self.max_rss_mb:
                 self.cap_hit = "memory"
@@ -80,18 +115,24 @@ def run_job(
     *,
     timeout_s: float,
     max_rss_mb: float | None = None,
+    cancel: threading.Event | None = None,
 ) -> WorkerResult:
     """Run `slicing.ezkl_prover.OPS[op](**args)` in a new process: JSON result, time, peak RSS.
 
-    Raises WorkerCapExceeded when killed at a cap, WorkerError when the job raised or crashed.
+    Raises WorkerCapExceeded when killed at a cap, WorkerCancelled when `cancel` (by default the
+    event of an enclosing `cancel_on`) is set, WorkerError when the job raised or crashed.
     """
+    if cancel is None:
+        cancel = getattr(_local, "cancel", None)
+    if cancel is not None and cancel.is_set():
+        raise WorkerCancelled(f"{op}: cancelled before it started")
     with tempfile.TemporaryDirectory(prefix="dsperse-job-") as tmp:
         request, result, log = Path(tmp, "request.json"), Path(tmp, "result.json"), Path(tmp, "log")
         request.write_text(json.dumps({"op": op, "args": args}))
         cmd = [sys.executable, "-m", "slicing.worker", str(request), str(result)]
         with log.open("wb") as log_file:
             proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT)
-            monitor = _Monitor(proc, timeout_s, max_rss_mb)
+            monitor = _Monitor(proc, timeout_s, max_rss_mb, cancel)
             monitor.start()
             try:
                 _, status, usage = os.wait4(proc.pid, 0)
@@ -109,6 +150,8 @@ def run_job(
         # exec, so a child spawned from a large parent (e.g. a test process holding big models)
         # would report the parent's RSS. The child's own VmHWM (after exec) is in the result.
         peak_kb = monitor.peak_kb
+        if monitor.cap_hit == "cancelled":
+            raise WorkerCancelled(f"{op}: cancelled after {wall_s:.1f} s (worker killed)")
         if monitor.cap_hit is not None:
             raise WorkerCapExceeded(monitor.cap_hit, wall_s, peak_kb / 1024)
         if not result.exists():
