@@ -20,8 +20,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("verify", help="check a job result (proofs, chain, input, outputs) offline")
     p.add_argument("bundle", type=Path, metavar="BUNDLE", help="the job's bundle folder")
     p.add_argument("result", type=Path, metavar="RESULT_DIR", help="the result folder")
-    p.add_argument("--cache-dir", type=Path, default=None, metavar="D",
-                   help="where the SRS is (default: <data dir>/cache)")  # fmt: skip
+    p.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=None,
+        metavar="D",
+        help="where the SRS is (default: <data dir>/cache)",
+    )
     add_data_dir(p)
     p.add_argument("--json", action="store_true", help="print the verdict as JSON")
     p.set_defaults(func=run)
@@ -38,8 +43,10 @@ def run(args: argparse.Namespace) -> int:
     elif not failures:
         doc = read_result_manifest(args.result)
         print(f"result ok: job {doc['job_id']} on bundle {doc['bundle_id']}")
-        print(f"{len(doc['slices'])} slice proof(s) verified with EZKL; chain, input and "
-              f"outputs hold ({args.result / MANIFEST_NAME})")  # fmt: skip
+        print(
+            f"{len(doc['slices'])} slice proof(s) verified with EZKL; chain, input and "
+            f"outputs hold ({args.result / MANIFEST_NAME})"
+        )
     for line in failures:
         print(f"dsperse-node verify: {line}", file=sys.stderr)
     return 1 if failures else 0
