@@ -174,6 +174,7 @@ class Net:
     rng: random.Random
     pool: ThreadPoolExecutor
     expected: int = 0  # entries every replica must hold
+    heads: dict[str, str] = field(default_factory=dict)  # writer -> its last acknowledged entry
     log: Callable[[str], None] = print
     phase_cpu: dict[str, float] = field(default_factory=dict)
 
@@ -200,21 +201,19 @@ class Net:
         docs = self.each(lambda n: n.get("/ledger"), nodes)
         return [d["entries"] if d else -1 for d in docs]
 
-    def wait_counts(
+    def wait_all(
         self,
         target: int,
         timeout_s: float,
         nodes: list[Node] | None = None,
         interval_s: float = 0.25,
     ) -> float | None:
-        """Seconds until every node's replica holds `target` entries (None on timeout)."""
-        t0 = time.perf_counter()
-        while True:
-            if min(self.counts(nodes), default=-1) >= target:
-                return time.perf_counter() - t0
-            if time.perf_counter() - t0 > timeout_s:
-                return None
-            time.sleep(interval_s)
+        """Seconds until every node holds every writer's last entry and `target` entries (None
+        on timeout). Head lookups are dict lookups in the node; `GET /ledger` (which computes
+        the state root, ~100 ms of a loaded node) is asked only once the heads are there."""
+        heads = list(self.heads.values())
+        times = self.each(lambda n: self.wait_held(n, heads, target, timeout_s, interval_s), nodes)
+        return None if None in times else max(times, default=0.0)
 
     def converged(self) -> bool:
         docs = self.each(lambda n: n.get("/ledger"))
@@ -268,8 +267,8 @@ class Net:
     def recipient(self, writer: Node) -> str:
         return self.rng.choice([n for n in self.nodes if n is not writer]).proc.peer_id
 
-    def write_burst(self, count: int, threads_per_writer: int = 2) -> tuple[float, int, list[str]]:
-        """`count` transfers as fast as the writers take them: (seconds, acked, head hashes)."""
+    def write_burst(self, count: int, threads_per_writer: int = 2) -> tuple[float, int]:
+        """`count` transfers as fast as the writers take them: (seconds, acked)."""
         lock = threading.Lock()
         left = [count]
         acked = [0]
@@ -288,7 +287,8 @@ class Net:
                     if h is None:
                         continue
                     acked[0] += 1
-                    # the last acked is the highest seq: the node's loop serialises its writes
+                    # the last acked (with 2 in flight per writer it may be one before the
+                    # head: the entry count confirms the rest)
                     heads[writer.name] = h
 
         t0 = time.perf_counter()
@@ -302,7 +302,8 @@ class Net:
         for t in workers:
             t.join()
         self.expected += acked[0]
-        return time.perf_counter() - t0, acked[0], list(heads.values())
+        self.heads |= heads
+        return time.perf_counter() - t0, acked[0]
 
     def wait_held(
         self, node: Node, heads: list[str], target: int, timeout_s: float, interval_s: float
@@ -438,6 +439,7 @@ def measure_propagation(net: Net, writes: int, poll_s: float, timeout_s: float) 
             missed += 1
             continue
         net.expected += 1
+        net.heads[writer.name] = h
         others = [n for n in net.running() if n is not writer]
         results = list(net.pool.map(partial(poll, h=h, t_ack=t_ack), others))
         if any(r is None for r in results):
@@ -483,6 +485,8 @@ def sustained_step(net: Net, rate: float, duration_s: float, lag_s: float) -> Do
             t = time.perf_counter()
             h = writer.transfer(rng.choice(others))
             mine.append(time.perf_counter() - t)
+            if h:
+                net.heads[writer.name] = h  # one thread per writer: in order
             ok, bad = (ok + 1, bad) if h else (ok, bad + 1)
         with lock:
             acked[0] += ok
@@ -501,12 +505,12 @@ def sustained_step(net: Net, rate: float, duration_s: float, lag_s: float) -> Do
     # stretches it (so a short step is not failed by one slow final acknowledgement).
     window = max(n_per_writer / per_writer, t_end - t0)
     net.expected += acked[0]
-    caught = net.wait_counts(net.expected, lag_s, interval_s=0.1)
+    caught = net.wait_all(net.expected, lag_s, interval_s=0.1)
     behind = None
     if caught is None:  # record how far behind, then let it drain before the next phase
         counts = net.counts()
         behind = net.expected - min(counts)
-        drained = net.wait_counts(net.expected, 120.0, interval_s=0.5)
+        drained = net.wait_all(net.expected, 120.0, interval_s=0.5)
         net.log(
             f"  {rate:g}/s: {behind} entries behind after {lag_s:g} s; "
             f"drained after {lag_s + (drained or float('nan')):.1f} s"
@@ -561,18 +565,18 @@ def measure_sustained(net: Net, rates: list[float], duration_s: float, lag_s: fl
 def measure_catchup(net: Net, count: int, lag_timeout_s: float) -> Doc:
     victim = next(n for n in reversed(net.nodes) if n not in net.writers)
     victim.proc.stop()
-    seconds, acked, heads = net.write_burst(count)
+    seconds, acked = net.write_burst(count)
     net.log(
         f"  wrote {acked} entries in {seconds:.1f} s ({acked / seconds:.0f}/s) with "
         f"{victim.name} down"
     )
-    online_s = net.wait_counts(net.expected, lag_timeout_s, interval_s=0.5)
+    online_s = net.wait_all(net.expected, lag_timeout_s, interval_s=0.5)
     snap = net.cpu_snapshot()
     net.start(victim, ["--fault", "drop-ledger-gossip"])
     t_spawn = time.perf_counter()
     net.wait_ready(victim)
     t_ready = time.perf_counter()
-    took = net.wait_held(victim, heads, net.expected, 120.0, 0.05)
+    took = net.wait_held(victim, list(net.heads.values()), net.expected, 120.0, 0.05)
     doc = victim.get("/ledger") or {}
     sync = (doc.get("sync") or {}).get("counters", {})
     cpu = cpu_ticks(victim.pid() or 0) / CLK_TCK
@@ -602,15 +606,17 @@ def measure_heal(net: Net, group_size: int, count: int, lag_timeout_s: float) ->
     candidates = [n for n in net.nodes[1:] if n not in net.writers]
     group = candidates[-group_size:]
     net.each(lambda n: n.proc.stop(), group)
-    seconds, acked, heads = net.write_burst(count)
-    online_s = net.wait_counts(net.expected, lag_timeout_s, interval_s=0.5)
+    seconds, acked = net.write_burst(count)
+    online_s = net.wait_all(net.expected, lag_timeout_s, interval_s=0.5)
     snap = net.cpu_snapshot()
     t_first = time.perf_counter()
     for n in group:
         net.start(n)
     net.each(net.wait_ready, group)
     t_ready = time.perf_counter()
-    per_node = net.each(lambda n: net.wait_held(n, heads, net.expected, 120.0, 0.1), group)
+    per_node = net.each(
+        lambda n: net.wait_held(n, list(net.heads.values()), net.expected, 120.0, 0.1), group
+    )
     t_held = time.perf_counter()
     while not net.converged() and time.perf_counter() - t_held < 60:
         time.sleep(0.1)
