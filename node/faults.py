@@ -14,6 +14,8 @@ from node.errors import ConfigError
 FAULTS = {
     "drop-ledger-gossip": "ignore every ledger gossip message: anti-entropy alone must carry "
     "the ledger to this node",
+    "tamper-proofs": "publish proof statements whose proofs do not verify (a byte flipped in "
+    "each real proof): requesters must slash it and re-award the slice",
     "fork-own-chain": "sign the next own transfer or bond twice at one seq (a byzantine "
     "node): honest replicas must slash it exactly once",
 }

@@ -197,6 +197,17 @@ class LedgerSync:
                         await self.replica.wait_added()
         return {"peers": sorted(holders), "ok": len(holders) >= count}
 
+    async def fetch_entries(self, peer: PeerId, hashes: tuple[bytes, ...]) -> int:
+        """Fetch entries by hash from one peer now (e.g. a claim its prover announced)."""
+        try:
+            r = await self.request(peer, SyncHashesRequest(hashes[:SYNC_HASHES_MAX]),
+                                   SyncHashesResponse)  # fmt: skip
+            session = _Session(self, peer, self._peer(peer))
+            return await session.add(session.decode(r.entries))
+        except (SyncFailed, P2PError) as exc:
+            log_event(_log, "ledger_fetch_failed", logging.DEBUG, peer=peer, error=str(exc))
+            return 0
+
     def _peer(self, peer: str) -> PeerSync:
         info = self.peers.get(peer)
         if info is None:
@@ -402,7 +413,7 @@ class _Session:
             if r.account != body.account:
                 raise SyncFailed("entries of another account")
             entries = self.decode(r.entries)
-            self.add(entries)
+            await self.add(entries)
             if not (r.more and entries):
                 return
             body = SyncEntriesRequest(
@@ -417,7 +428,7 @@ class _Session:
             r: SyncHashesResponse = await self.ask(
                 SyncHashesRequest(tuple(missing)), SyncHashesResponse
             )
-            if not self.add(self.decode(r.entries)):
+            if not await self.add(self.decode(r.entries)):
                 return
 
     def decode(self, encoded: tuple[bytes, ...]) -> list[Any]:
@@ -431,7 +442,8 @@ class _Session:
                 raise SyncFailed(f"undecodable entry: {exc.reason.value}") from None
         return out
 
-    def add(self, entries: list[Any]) -> int:
+    async def add(self, entries: list[Any]) -> int:
+        await self.replica.prewarm(entries)
         new = self.replica.add_entries(entries, verified=False, source="sync")
         self.info.received += new
         self.sync.counters["entries_received"] += new

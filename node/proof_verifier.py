@@ -234,6 +234,10 @@ class BundleProofVerifier:
             Path(data_dir) / BUNDLES_DIR_NAME, get_data_cache_dir(data_dir), on_missing=on_missing
         )
 
+    def set_on_missing(self, on_missing: Callable[[bytes], None] | None) -> None:
+        """Who to tell when a bundle is missing (may be called from worker threads)."""
+        self._on_missing = on_missing
+
     def statistics(self) -> VerifierStatistics:
         with self._lock:
             return VerifierStatistics(**self._counts)

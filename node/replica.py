@@ -33,9 +33,12 @@ from ledger.builders import build_entry
 from ledger.constants import HEIGHT_MAX, ZERO_HASH
 from ledger.containers import (
     Bond,
+    Claim,
     Entry,
     ForkEvidence,
+    InvalidProofEvidence,
     Operation,
+    ProofStatement,
     Slash,
     Transfer,
     Unbond,
@@ -82,6 +85,20 @@ def describe_account(account: bytes) -> str:
     return compute_peer_id(account)
 
 
+def proof_of(entry: Entry) -> tuple[ProofStatement, bytes] | None:
+    """The (statement, proof) an entry's check must verify, if it carries a proof."""
+    op = entry.op
+    if isinstance(op, Claim):
+        return op.statement.statement, op.proof
+    if isinstance(op, Slash) and isinstance(op.evidence, InvalidProofEvidence):
+        return op.evidence.statement.statement, op.evidence.proof
+    return None
+
+
+def carries_proof(entry: Entry) -> bool:
+    return proof_of(entry) is not None
+
+
 class LedgerReplica:
     """Owns the node's replica. Not thread-safe: used only from the node's trio loop."""
 
@@ -121,6 +138,7 @@ class LedgerReplica:
         self._nursery: trio.Nursery | None = None
         self.counters: Counter[str] = Counter()
         self.refused: Counter[str] = Counter()
+        self.on_placed: list[Callable[[Entry], None]] = []  # e.g. the market watching awards
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -141,6 +159,10 @@ class LedgerReplica:
             # [REJECT] a gossiped batch carries only the publisher's own entries
             if entry.header.account != envelope.signer:
                 raise GossipReject("entry_not_publishers")
+            # [REJECT] entries carrying proofs travel by request (anti-entropy), never by gossip:
+            # checking one costs an EZKL verification, which must not run in a validator
+            if carries_proof(entry):
+                raise GossipReject("entry_carries_proof")
         # [IGNORE] every entry is one we already hold (do not forward it again)
         if all(self.lattice.get_entry(e.hash) is not None for e in entries):
             raise GossipIgnore("duplicate")
@@ -185,10 +207,25 @@ class LedgerReplica:
                 new += 1
             for placed in result.placed:
                 self._check_fork(placed)
+                self._notify(placed)
         if new:
             self._added.set()
             self._added = trio.Event()
         return new
+
+    def _notify(self, h: bytes) -> None:
+        entry = self.lattice.get_entry(h)
+        if entry is not None:
+            for callback in self.on_placed:
+                callback(entry)
+
+    async def prewarm(self, entries: list[Entry]) -> None:
+        """Run the proof verifications these entries need in a thread first (verdicts are
+        cached), so adding them does not block the event loop on EZKL."""
+        for entry in entries:
+            view = proof_of(entry)
+            if view is not None:
+                await trio.to_thread.run_sync(self.env.verifier.verify, *view)
 
     def _count_result(self, result: AddResult, source: str) -> None:
         self.counters[f"{result.status.value}_{source}"] += 1
@@ -258,6 +295,7 @@ class LedgerReplica:
         self._seq, self._head, self._height = self._seq + 1, entry.hash, height
         self.counters["own_entries"] += 1
         self._queue_publish(entry)
+        self._notify(entry.hash)
         if self.fork_own_chain and isinstance(op, Transfer | Bond):
             self._sign_fork(entry, op)
         self._added.set()
@@ -346,6 +384,9 @@ class LedgerReplica:
             raise WalletRefusal(f"nothing has matured yet at height {height} ({pending})")
 
     def _queue_publish(self, entry: Entry) -> None:
+        if carries_proof(entry):
+            self.counters["not_gossiped_proof"] += 1  # peers fetch it (statements announce it)
+            return
         if len(self._outbox) >= OUTBOX_MAX:
             self.counters["outbox_full"] += 1  # stored: anti-entropy will carry it
             return

@@ -18,7 +18,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -32,8 +32,13 @@ from node.identity import NodeIdentity
 from node.ledger_sync import LedgerSync, SyncSettings
 from node.logs import log_event
 from node.replica import LedgerReplica
+
+if TYPE_CHECKING:
+    from node.market.service import MarketService
+    from node.market.work import BundleWanter
 from node.topics import (
     GOSSIP_TOPICS,
+    PROTOCOL_BID,
     PROTOCOL_LEDGER_SYNC,
     PROTOCOL_STATUS,
     TOPIC_CAPACITY,
@@ -41,6 +46,7 @@ from node.topics import (
 )
 from node.wire import Envelope, encode_envelope
 from node.wire.ledger_messages import LedgerEntries
+from node.wire.market_messages import JobAnnounce, ProofStatementMsg
 from node.wire.messages import MULTIADDR_LEN_MAX, CapacityAdvert
 from p2p.abc import GossipMessage, PeerId, Transport
 from p2p.errors import P2PError
@@ -78,6 +84,7 @@ class NodeRuntime:
         rng: random.Random | None = None,
         control_token: str | None = None,
         faults: frozenset[str] = frozenset(),
+        market: bool = True,
     ) -> None:
         self.config = config
         self.identity = identity
@@ -107,6 +114,17 @@ class NodeRuntime:
                 ),
             )
         self.faults = faults
+        self._ezkl_version = _ezkl_version()
+        self.market: MarketService | None = None
+        self._wanter: BundleWanter | None = None
+        if self.replica is not None and self.sync is not None and market:
+            from node.market.build import build_market
+
+            self.market, self._wanter = build_market(
+                config, identity, transport, self.replica, self.sync, now_ms=now_ms,
+                network_id=network_id, rng=self._rng, software_version=__version__,
+                ezkl_version=self._ezkl_version, faults=faults,
+            )  # fmt: skip
         self.validators = {
             t: TopicValidator(t, now_ms, network_id=network_id, content_check=self._check_of(t))
             for t in GOSSIP_TOPICS
@@ -116,7 +134,6 @@ class NodeRuntime:
         self.adverts_published = 0
         self.adverts_received = 0
         self._started_ms = 0
-        self._ezkl_version = _ezkl_version()
         self._adverts_changed = trio.Event()
         self.discovery = PeerDiscovery(transport, config.network.peers_target)
 
@@ -142,6 +159,17 @@ class NodeRuntime:
                 await nursery.start(self.replica.run)
                 await nursery.start(self.sync.run)
                 self.transport.set_request_handler(PROTOCOL_LEDGER_SYNC, self.sync.handle_request)
+            if self.market is not None and self._wanter is not None:
+                await nursery.start(self.market.run)
+                self.market.work.attach(nursery)
+                self._wanter.attach()
+                self.market.work.fetch.install()
+                self.transport.set_request_handler(PROTOCOL_BID, self.market.handle_bid)
+                self.market.core.addrs = tuple(
+                    a for a in self.transport.listen_addrs() if len(a) <= MULTIADDR_LEN_MAX
+                )[:ADVERT_ADDRS_MAX]
+                assert self.replica is not None
+                self.replica.on_placed.append(self.market.on_entry_placed)
             if self._control:
                 self.control_addr = await nursery.start(
                     partial(serve_control, token=self._control_token),
@@ -167,8 +195,9 @@ class NodeRuntime:
     def build_advert(self) -> CapacityAdvert:
         p = self.config.prover
         addrs = tuple(a for a in self.transport.listen_addrs() if len(a) <= MULTIADDR_LEN_MAX)
+        free = p.slots if self.market is None else self.market.core.free_slots(self._now_ms())
         return CapacityAdvert(
-            free_slots=p.slots,  # no proving yet: every slot is free
+            free_slots=min(free, max(p.slots, 1)),
             total_slots=max(p.slots, 1),
             price_per_slice=p.price_per_slice,
             max_logrows=p.max_logrows,
@@ -203,6 +232,10 @@ class NodeRuntime:
                 self._remember_advert(message.source, envelope.body)
             elif isinstance(envelope.body, LedgerEntries) and self.replica is not None:
                 self.replica.on_gossip(envelope)
+            elif self.market is not None and isinstance(
+                envelope.body, JobAnnounce | ProofStatementMsg
+            ):
+                self.market.on_gossip(envelope.signer, envelope.body)
 
     def _remember_advert(self, peer: PeerId, advert: CapacityAdvert) -> None:
         self.adverts_received += 1
@@ -262,6 +295,10 @@ class NodeRuntime:
             from node.wallet_api import build_wallet_routes
 
             routes.update(build_wallet_routes(self.replica, self.sync))
+        if self.market is not None:
+            from node.market.api import build_market_routes
+
+            routes.update(build_market_routes(self.market))
         return routes
 
     def _metrics(self) -> tuple[str, bytes]:
@@ -301,6 +338,7 @@ class NodeRuntime:
                 for peer, (a, ts) in self.adverts.items()
             },
             "ledger": self._ledger_statistics(),
+            "market": self.market.statistics() if self.market is not None else None,
         }
 
     def _ledger_statistics(self) -> dict[str, Any] | None:

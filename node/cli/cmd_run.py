@@ -43,6 +43,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--advert-interval", type=float, metavar="S", help="seconds between adverts")
     p.add_argument("--log-format", choices=("text", "json"), help="log format on stderr")
     p.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
+    p.add_argument("--capacity", type=int, metavar="N", help="proof slots (= prover.slots)")
+    p.add_argument("--price", type=int, metavar="P", help="price per slice proof")
+    p.add_argument("--no-prove", action="store_true", help="relay and verify only (0 slots)")
     p.add_argument(
         "--genesis",
         type=Path,
@@ -60,7 +63,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         default=[],
         metavar="NAME",
         help="fault injection for tests and the simnet (repeatable): "
-        "drop-ledger-gossip, fork-own-chain",
+        "drop-ledger-gossip, fork-own-chain, tamper-proofs",
     )
     p.set_defaults(func=run)
 
@@ -77,10 +80,18 @@ def apply_flags(config: NodeConfig, args: argparse.Namespace) -> NodeConfig:
     if args.advert_interval is not None:
         network["advert_interval_s"] = args.advert_interval
     control = {"listen": args.control_listen} if args.control_listen else {}
+    prover: dict[str, Any] = {}
+    if getattr(args, "capacity", None) is not None:
+        prover["slots"] = args.capacity
+    if getattr(args, "price", None) is not None:
+        prover["price_per_slice"] = args.price
+    if getattr(args, "no_prove", False):
+        prover["slots"] = 0
     log = {k: v for k, v in (("format", args.log_format), ("level", args.log_level)) if v}
     checked = config_from_mapping(
-        {"network": network, "control": control, "log": log}, config.data_dir
+        {"network": network, "control": control, "log": log, "prover": prover}, config.data_dir
     )
+    config = config.with_overrides("prover", **{k: getattr(checked.prover, k) for k in prover})
     config = config.with_overrides("network", **{k: getattr(checked.network, k) for k in network})
     config = config.with_overrides("control", **{k: getattr(checked.control, k) for k in control})
     return config.with_overrides("log", **{k: getattr(checked.log, k) for k in log})

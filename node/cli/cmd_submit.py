@@ -80,6 +80,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help=f"seconds to finish in; gives up {DEADLINE_GRACE_S:g} s after it",
     )
     p.add_argument(
+        "--slice-deadline",
+        type=_deadline,
+        default=None,
+        metavar="S",
+        help="seconds a prover has for its slice before it is re-awarded (default: the node's)",
+    )
+    p.add_argument(
         "--out",
         type=Path,
         default=None,
@@ -349,6 +356,7 @@ def _request(args: argparse.Namespace) -> dict[str, Any]:
         "input": str(input_path),
         "max_price": args.max_price,
         "deadline_s": args.deadline,
+        "slice_deadline_s": args.slice_deadline,
         "out": str(out.absolute()),
     }
 

@@ -27,6 +27,7 @@ from node.market.events import (
     AwardSeen,
     BidAnswered,
     BidIn,
+    CancelProve,
     ChainChecked,
     CheckChain,
     Checked,
@@ -83,7 +84,7 @@ class ProverProfile:
     ezkl_version: str
     tamper: bool = False  # fault injection: publish proofs that do not verify
     slack: float = 3.0  # deadline = award + slack × expected time (at least deadline_min_ms)
-    deadline_min_ms: int = 20_000
+    deadline_min_ms: int = 60_000
 
 
 @dataclass(slots=True)
@@ -116,6 +117,7 @@ class OwnJob:
     reason: str = ""
     escrow: int = 0
     finished_ms: int = 0
+    slice_deadline_ms: int = 0
 
 
 @dataclass(slots=True)
@@ -124,6 +126,7 @@ class ProverTask:
     job_id: bytes
     requester_peer: str
     slice_index: int
+    round: int = 0
     state: str = "preparing"  # preparing | proving | claiming | published | failed
     signed: SignedStatement | None = None
     proof: bytes = b""
@@ -176,6 +179,7 @@ class MarketCore:
     def on_submit(self, e: Submit, now: int) -> list[Effect]:
         slices = {t.index: SliceState(t) for t in e.tasks}
         job = OwnJob(e.job_id, e.bundle_id, slices, e.deadline_ms, e.bid_window_ms, now)
+        job.slice_deadline_ms = e.slice_deadline_ms
         job.escrow = sum(t.max_price for t in e.tasks)
         self.jobs[e.job_id] = job
         self.count("jobs_submitted")
@@ -332,7 +336,8 @@ class MarketCore:
         self.count("awards")
         bid = job.bids.get(s.prover)
         expected = bid.expected_ms if bid is not None else 0
-        deadline = now + max(self.profile.deadline_min_ms, int(expected * self.profile.slack))
+        floor = job.slice_deadline_ms or self.profile.deadline_min_ms
+        deadline = now + max(floor, int(expected * self.profile.slack))
         return [SetTimer(("slice", job_id, index, round_), min(deadline, job.deadline_ms))]
 
     def _slice_deadline(self, job_id: bytes, index: int, round_: int, now: int) -> list[Effect]:
@@ -478,7 +483,9 @@ class MarketCore:
         return []
 
     def on_award(self, e: AwardSeen, now: int) -> list[Effect]:
-        if e.prover != self.me or e.award_ref in self.tasks:
+        if e.prover != self.me:
+            return self._revoked_by(e)
+        if e.award_ref in self.tasks:
             return []
         seen = self.seen_jobs.get(e.job_id)
         if seen is None:
@@ -495,10 +502,22 @@ class MarketCore:
         elif self.free_slots(now) <= 0:
             self.count("awards_over_capacity")  # never prove more than we can
             return []
-        self.tasks[e.award_ref] = ProverTask(e.award_ref, e.job_id, peer, e.slice_index)
+        self.tasks[e.award_ref] = ProverTask(e.award_ref, e.job_id, peer, e.slice_index, e.round)
         self.count("awards_won")
         return [Prepare(e.award_ref, peer, job.addrs, job.bundle_id, task.input_hash,
                         task.input_commitment, e.slice_index)]  # fmt: skip
+
+    def _revoked_by(self, e: AwardSeen) -> list[Effect]:
+        """A later round of a slice we are working on went to someone else: our award is
+        revoked (we were late), so stop and free the slot."""
+        effects: list[Effect] = []
+        for t in self.tasks.values():
+            if (t.job_id, t.slice_index) == (e.job_id, e.slice_index) and t.round < e.round \
+                    and t.state in ("preparing", "proving"):  # fmt: skip
+                t.state = "failed"
+                self.count("awards_revoked")
+                effects.append(CancelProve(t.award_ref))
+        return effects
 
     def on_prepared(self, e: Prepared, now: int) -> list[Effect]:
         t = self.tasks.get(e.award_ref)

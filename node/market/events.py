@@ -25,6 +25,7 @@ class Submit:
     tasks: tuple[SliceTask, ...]
     deadline_ms: int
     bid_window_ms: int
+    slice_deadline_ms: int = 0  # 0: the node's default (at least `deadline_min_ms`)
 
 
 @dataclass(frozen=True, slots=True)

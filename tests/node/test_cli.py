@@ -1,4 +1,4 @@
-"""The command line: every subcommand has help; unfinished ones say so and exit 2."""
+"""The command line: every subcommand has help; usage errors exit 2."""
 
 from __future__ import annotations
 
@@ -39,10 +39,11 @@ def test_unknown_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) ->
     assert "invalid choice" in capsys.readouterr().err
 
 
-def test_an_unfinished_command_says_so_and_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
-    # `submit` arrives with the market issue; until then it must refuse honestly.
-    assert main(["submit"]) == 2
-    assert "not implemented yet" in capsys.readouterr().err
+def test_submit_without_its_arguments_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["submit"])
+    assert exit_info.value.code == 2
+    assert "--input" in capsys.readouterr().err
 
 
 def test_console_script_runs_as_a_module() -> None:

@@ -182,6 +182,7 @@ def test_progress_lines_and_success(
             "input": str(job_files[1]),
             "max_price": 12,
             "deadline_s": 90.0,
+            "slice_deadline_s": None,
             "out": str(Path.cwd() / "res"),
         }
     ]
