@@ -16,6 +16,7 @@ the seeded `rng`, the ledger through `LedgerView`. The runtime carries out the e
 
 from __future__ import annotations
 
+import hashlib
 import random
 from collections import OrderedDict
 from collections.abc import Callable
@@ -378,7 +379,8 @@ class MarketCore:
         if s.state != "awarded":
             return []
         s.state, s.statement = "checking", signed
-        return [FetchProof(s.award_ref, e.peer, e.statement.proof_hash)]
+        m = e.statement
+        return [FetchProof(s.award_ref, e.peer, m.proof_hash, m.blob, m.claim)]
 
     def on_proof(self, e: ProofFetched, now: int) -> list[Effect]:
         located = self.by_award.get(e.award_ref)
@@ -545,7 +547,7 @@ class MarketCore:
         if self.profile.tamper:
             # The cheat publishes its statement, but its own replica would refuse the claim.
             t.state = "published"
-            return [Publish(TOPIC_PROOFS, _statement_msg(e.signed, len(e.proof), ZERO32))]
+            return [Publish(TOPIC_PROOFS, _statement_msg(e.signed, e.proof, ZERO32))]
         t.state = "claiming"
         from ledger.containers import Claim
 
@@ -559,7 +561,7 @@ class MarketCore:
         claim = e.entry_hash or ZERO32
         if e.entry_hash is None:
             self.count("claims_refused")
-        return [Publish(TOPIC_PROOFS, _statement_msg(t.signed, len(t.proof), claim))]
+        return [Publish(TOPIC_PROOFS, _statement_msg(t.signed, t.proof, claim))]
 
     def on_reserve_timer(self, e: Timer, now: int) -> list[Effect]:
         job_id = e.key[1]
@@ -585,11 +587,12 @@ def _signed(m: ProofStatementMsg, prover: bytes) -> SignedStatement:
     return SignedStatement(statement, m.proof_hash, prover, m.signature)
 
 
-def _statement_msg(signed: SignedStatement, proof_bytes: int, claim: bytes) -> ProofStatementMsg:
+def _statement_msg(signed: SignedStatement, proof: bytes, claim: bytes) -> ProofStatementMsg:
     s = signed.statement
     return ProofStatementMsg(
         s.award_ref, s.bundle_id, s.slice_index, s.input_commitment, s.output_commitment,
-        s.instances_hash, signed.proof_hash, signed.signature, proof_bytes, claim,
+        s.instances_hash, signed.proof_hash, signed.signature, len(proof), claim,
+        hashlib.sha256(proof).digest(),
     )  # fmt: skip
 
 

@@ -196,7 +196,9 @@ class CancelProve:
 class FetchProof:
     award_ref: bytes
     peer: str
-    proof_hash: bytes
+    proof_hash: bytes  # the ledger's hash of the proof (what the statement signs)
+    blob: bytes  # sha256 of the proof bytes (the fetch key)
+    claim: bytes  # the prover's claim entry (carries the proof), or zero
 
 
 @dataclass(frozen=True, slots=True)

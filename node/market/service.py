@@ -284,7 +284,7 @@ class MarketService:
     async def _fetch_proof(self, effect: ev.FetchProof) -> None:
         try:
             with trio.fail_after(PROOF_FETCH_TIMEOUT_S):
-                proof = await self.work.fetch_proof(PeerId(effect.peer), effect.proof_hash)
+                proof = await self.work.fetch_proof(PeerId(effect.peer), effect.blob, effect.claim)
         except WORK_ERRORS as exc:  # the core retries on the next statement
             self.dispatch(ev.ProofFetched(effect.award_ref, None, f"{type(exc).__name__}: {exc}"))
             return

@@ -189,8 +189,18 @@ class MarketWork:
 
     # -- requester: proofs and the chain ---------------------------------------------------------
 
-    async def fetch_proof(self, peer: PeerId, proof_hash: bytes) -> bytes:
-        return await self.fetch.fetch_blob([peer], proof_hash)
+    async def fetch_proof(self, peer: PeerId, blob: bytes, claim: bytes) -> bytes:
+        """The proof from the prover's claim entry if we hold it (or can fetch it now), else
+        by its sha256 over proof-fetch."""
+        from ledger.containers import Claim
+
+        if claim != bytes(32):
+            if not self.sync.replica.has_entry(claim):
+                await self.sync.fetch_entries(peer, (claim,))
+            entry = self.sync.replica.lattice.get_entry(claim)
+            if entry is not None and isinstance(entry.op, Claim):
+                return entry.op.proof
+        return await self.fetch.fetch_blob([peer], blob)
 
     async def check_proof(self, e: ev.CheckProof) -> str:
         statement = e.signed.statement

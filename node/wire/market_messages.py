@@ -86,8 +86,8 @@ class BidReply:
 @dataclass(frozen=True, slots=True)
 class ProofStatementMsg:
     """A prover's signed statement about one award (the ledger's `SignedStatement`, whose
-    signer is the envelope's signer). The proof bytes are fetched by `proof_hash`; `claim` is
-    the hash of the prover's ledger claim entry (zero if it files none)."""
+    signer is the envelope's signer). The proof bytes are fetched by `blob` (their sha256) over
+    proof-fetch, or taken from the prover's ledger claim entry `claim` (zero if it files none)."""
 
     award_ref: bytes = limit(length_min=32, length_max=32)
     bundle_id: bytes = limit(length_min=32, length_max=32)
@@ -99,3 +99,4 @@ class ProofStatementMsg:
     signature: bytes = limit(length_min=64, length_max=64)
     proof_bytes: int = limit(value_max=64 * 1024 * 1024)
     claim: bytes = limit(length_min=32, length_max=32)
+    blob: bytes = limit(length_min=32, length_max=32)  # sha256 of the proof: its fetch key
