@@ -9,7 +9,12 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -58,6 +63,63 @@ class _StatisticsCollector(Collector):
         ledger = s.get("ledger")
         if ledger:
             yield from _ledger_metrics(ledger)
+        market = s.get("market")
+        if market:
+            yield from _market_metrics(market)
+
+
+def _labelled(name: str, doc: str, label: str, values: dict[str, Any]) -> CounterMetricFamily:
+    family = CounterMetricFamily(name, doc, labels=[label])
+    for key, n in sorted(values.items()):
+        family.add_metric([key], n)
+    return family
+
+
+def _prefixed(counters: dict[str, int], prefix: str) -> dict[str, int]:
+    return {k[len(prefix) :]: v for k, v in counters.items() if k.startswith(prefix)}
+
+
+def _market_metrics(market: dict[str, Any]) -> Iterator[Metric]:
+    core = market.get("core", {})
+    jobs = GaugeMetricFamily("dsperse_market_jobs", "Own jobs by state.", labels=["state"])
+    for state in ("escrowing", "bidding", "proving", "verifying", "done", "failed"):
+        jobs.add_metric([state], market.get("jobs_by_state", {}).get(state, 0))
+    yield jobs
+    yield _gauge("dsperse_market_free_slots", "Prover slots free for new bids.",
+                 market.get("free_slots", 0))  # fmt: skip
+    yield _gauge("dsperse_market_proving", "Slices being proven here.", market.get("proving", 0))
+    yield _counter("dsperse_market_bids_sent", "Bids this node sent.", core.get("bids_sent", 0))
+    yield _counter("dsperse_market_bids_accepted", "Bids accepted on own jobs.",
+                   core.get("bids_accepted", 0))  # fmt: skip
+    refused = {**_prefixed(core, "bids_refused:"), **_prefixed(market.get("service", {}),
+               "bids_refused:")}  # fmt: skip
+    yield _labelled("dsperse_market_bids_refused", "Bids refused on own jobs.", "reason", refused)
+    yield _counter("dsperse_market_awards", "Awards made on own jobs.", core.get("awards", 0))
+    yield _counter("dsperse_market_awards_won", "Awards this node won.", core.get("awards_won", 0))
+    yield _counter("dsperse_market_deadlines_missed", "Awards re-awarded after their deadline.",
+                   core.get("deadlines_missed", 0))  # fmt: skip
+    yield _counter("dsperse_market_proofs_verified", "Proofs of own jobs that checked.",
+                   core.get("proofs_verified", 0))  # fmt: skip
+    yield _labelled("dsperse_market_verification_failures", "Proofs of own jobs that failed.",
+                    "reason", _prefixed(core, "proofs_bad:"))  # fmt: skip
+    yield _labelled("dsperse_market_evidence_filed", "Slash evidence this node filed.", "kind",
+                    _prefixed(market.get("service", {}), "evidence_filed:"))  # fmt: skip
+    pool = market.get("pool") or {}
+    if pool:
+        yield _labelled("dsperse_prover_proofs", "Proofs by outcome.", "outcome",
+                        pool.get("proofs", {}))  # fmt: skip
+        yield _labelled("dsperse_prover_verifies", "Verifications by outcome.", "outcome",
+                        pool.get("verifies", {}))  # fmt: skip
+        hist = pool.get("prove_s_histogram", {})
+        bounds = hist.get("bounds_s", [])
+        family = HistogramMetricFamily(
+            "dsperse_prover_prove_seconds", "Time to prove one slice.", labels=["logrows"]
+        )
+        for logrows, h in sorted(hist.get("logrows", {}).items()):
+            buckets = [(str(b), n) for b, n in zip(bounds, h["le"], strict=False)]
+            buckets.append(("+Inf", h["count"]))
+            family.add_metric([logrows], buckets, sum_value=h["sum_s"])
+        yield family
 
 
 def _ledger_metrics(ledger: dict[str, Any]) -> Iterator[Metric]:

@@ -53,7 +53,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         type=int,
         default=None,
         metavar="N",
-        help="largest circuit per slice (default 16; 15 proves in < 1 GB)",
+        help="largest circuit per slice (default 15: a proof peaks near 740 MB, under 1 GB)",
     )
     p.add_argument(
         "--max-memory-mb",

@@ -257,3 +257,7 @@ async def test_ledger_metrics_and_statistics_show_the_replica(tmp_path: Path) ->
             s.labels["source"]: s.value for s in families["dsperse_ledger_entries_added"].samples
         }
         assert added["gossip"] + added["sync"] >= 1
+        # The market's families are there too (no job yet: every state counts 0).
+        jobs = {s.labels["state"]: s.value for s in families["dsperse_market_jobs"].samples}
+        assert jobs["done"] == 0 and set(jobs) >= {"bidding", "proving", "failed"}
+        assert "dsperse_market_bids_sent" in families
