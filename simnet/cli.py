@@ -29,8 +29,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "gossipsub), wait until every node hears every other's signed capacity advert, SIGKILL "
         "and restart nodes on a seeded schedule, send seeded wallet operations through the nodes "
         "(one turns byzantine and forks its chain) and check that every replica converges, "
-        "and meanwhile slice a shipped ONNX model "
-        "and prove and verify every slice with real EZKL. Exit 0 only if every check passes.",
+        "and submit proof jobs of a shipped ONNX model that the other nodes prove with real "
+        "EZKL through the market. Exit 0 only if every check passes.",
     )
     p.add_argument("--nodes", type=_positive(int, 2, 64), default=6, help="node processes (6)")
     p.add_argument("--seed", type=int, default=None, help="seed of the fault schedule (random)")
@@ -42,6 +42,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--kills", type=_positive(int, 0, 64), default=1, help="crash faults (1)")
     p.add_argument("--ledger-entries", type=_positive(int, 10, 100_000), default=300)
     p.add_argument("--mesh-timeout", type=_positive(float, 1, 3600), default=120.0, metavar="S")
+    p.add_argument("--jobs", type=_positive(int, 0, 1000), default=2, help="proof jobs (2)")
     p.add_argument("--no-prove", action="store_true", help="skip the EZKL proving workload")
     p.add_argument("--no-dashboard", action="store_true", help="plain log lines, no live view")
     p.add_argument("--keep", action="store_true", help="reuse node data dirs (same peer ids)")
@@ -63,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
         max_logrows=args.max_logrows,
         kills=args.kills,
         ledger_entries=args.ledger_entries,
+        jobs=args.jobs,
         mesh_timeout_s=args.mesh_timeout,
         prove=not args.no_prove,
         dashboard=not args.no_dashboard and sys.stdout.isatty(),

@@ -13,8 +13,11 @@ Phases (each with a timeout; a failed check is reported, never hidden):
              supply conserved, the fork slashed once, no honest node slashed and no
              acknowledged entry lost;
 6. report    nodes stopped with SIGTERM (clean exit expected), figures printed and written as JSON.
-Meanwhile a real-EZKL proving workload (simnet.proving) slices a shipped model and proves and
-verifies every slice and the linkage of the chain. The live dashboard is node.dashboard.
+7. jobs      meanwhile the model owner slices a shipped model with the `slice` command; jobs are
+             submitted at the requester node and the market proves them: other nodes bid, are
+             awarded, fetch the bundle and SRS, prove with real EZKL; the requester checks every
+             proof and the chain's linkage; every replica settles the payments. The supervisor
+             proves nothing. The live dashboard is node.dashboard.
 """
 
 from __future__ import annotations
@@ -35,8 +38,6 @@ from rich.live import Live
 
 from node.dashboard import LedgerRow, NodeRow, SliceRow, Snapshot, render
 from simnet.procs import NodeProcess, init_data_dir
-from simnet.proving import ProvingResult, run_proving
-from slicing.types import Budget
 
 POLL_S = 0.5
 EVENTS_MAX = 200
@@ -56,6 +57,7 @@ class SimnetOptions:
     prove: bool = True
     prove_timeout_s: float = 1800.0
     ledger_entries: int = 200
+    jobs: int = 2
     dashboard: bool = True
     keep: bool = False  # keep node data dirs from an earlier run (same identities)
 
@@ -107,7 +109,7 @@ class Simnet:
         self._status: dict[str, dict[str, Any]] = {}
         self._lock = threading.Lock()
         self._live: Live | None = None
-        self._proving: ProvingResult | None = None
+        self._bundle: tuple[Path, bool, str] = (Path(), False, "not built")
         self._proving_done = threading.Event()
         self._interrupt = threading.Event()  # never set: only paces the status polls
 
@@ -393,34 +395,75 @@ class Simnet:
             rows.append(LedgerRow(n.name, root, entries, supply_ok=bool(doc.get("conserved"))))
         self.ledger_rows = rows
 
-    def start_proving(self) -> threading.Thread:
+    def start_bundle(self) -> threading.Thread:
+        """The model owner slices the model (the `slice` command) while the nodes start, into
+        the requester node's cache, so that node serves the bundle's SRS to provers."""
+        from node.proof_verifier import get_data_cache_dir
+        from simnet import market_workload as mw
+
+        requester = self.nodes[0]
+        out = self.o.workdir / f"bundle-{self.o.model}-l{self.o.max_logrows}"
+
         def work() -> None:
             try:
-                budget = Budget(max_logrows=self.o.max_logrows)
-                self._proving = run_proving(self.o.model, self.o.workdir, budget, self.on_slice)
+                cache = get_data_cache_dir(requester.data_dir)
+                self._bundle = (out, *mw.build_bundle(self.o.model, out, cache, self.o.max_logrows))
             finally:
                 self._proving_done.set()
 
-        thread = threading.Thread(target=work, name="proving", daemon=True)
+        thread = threading.Thread(target=work, name="bundle", daemon=True)
         thread.start()
-        self.event(
-            f"proving workload started: model {self.o.model}, max logrows {self.o.max_logrows}"
-        )
+        self.event(f"model owner slicing {self.o.model} (max logrows {self.o.max_logrows})")
         return thread
 
-    def finish_proving(self) -> bool:
-        self.phase = "proving"
-        done = self.wait_until(self._proving_done.is_set, self.o.prove_timeout_s)
-        result = self._proving
-        if not done or result is None:
-            return self.check("proofs_verified", False, "timed out")
-        self.report.proving = asdict(result)
-        self.report.figures["proof_slices"] = result.slices
-        self.report.figures["prove_s_total"] = round(result.prove_s_total, 2)
-        self.report.figures["prove_peak_rss_mb_max"] = round(result.peak_rss_mb_max, 1)
-        detail = result.error or f"{result.slices} slices, linkage {result.linkage}"
-        ok = self.check("every_slice_proven", result.proven_fraction == 1.0, detail)
-        return self.check("chain_verified", result.chain_verified, detail) and ok
+    def phase_jobs(self) -> bool:
+        """Jobs submitted at the requester node; the network proves them (the market)."""
+        from simnet import market_workload as mw
+
+        self.phase = "jobs"
+        built = self.wait_until(self._proving_done.is_set, self.o.prove_timeout_s)
+        if not self.check("bundle_built", built and self._bundle[1], str(self._bundle[2:])):
+            return False
+        requester, t0 = self.nodes[0], time.monotonic()
+        jobs = []
+        for k in range(self.o.jobs):
+            out = self.o.workdir / f"result-{k}"
+            got = mw.submit(requester, self._bundle[0], self.o.model, out, self.o.prove_timeout_s)
+            if isinstance(got, str):
+                return self.check("jobs_submitted", False, got)
+            jobs.append((requester, got))
+            self.event(f"job {got.job_id[:12]} submitted at {requester.name}")
+        mw.follow(jobs, self.o.prove_timeout_s, self._pause, self._on_job_doc)
+        outcomes = [job for _, job in jobs]
+        self.report.proving = {"jobs": [asdict(j) for j in outcomes]}
+        done = [j for j in outcomes if j.state == "done"]
+        lat = sorted(j.latency_s for j in done)
+        self.report.figures["jobs_completed"] = f"{len(done)}/{len(outcomes)}"
+        if lat:
+            self.report.figures["job_latency_s_p50"] = round(lat[len(lat) // 2], 1)
+            self.report.figures["job_latency_s_max"] = round(lat[-1], 1)
+        self.report.figures["jobs_wall_s"] = round(time.monotonic() - t0, 1)
+        self.report.figures["paid_total"] = sum(j.paid for j in outcomes)
+        self.report.figures["re_awards"] = sum(j.rounds_max for j in outcomes)
+        reasons = "; ".join(f"{j.job_id[:8]}: {j.reason}" for j in outcomes if j.state != "done")
+        ok = self.check("jobs_completed", len(done) == len(outcomes), reasons)
+        ok &= self.check("chains_verified", all(j.chain == "ok" for j in done))
+        others = all(requester.peer_id not in j.provers and "" not in j.provers for j in done)
+        ok &= self.check("slices_proven_by_other_nodes", others and bool(done))
+        from simnet.ledger_workload import wait_converged
+
+        converge = wait_converged(self.nodes, 120.0, self._pause)
+        return self.check("roots_agree_after_jobs", converge is not None) and ok
+
+    def _on_job_doc(self, job: Any, doc: dict[str, Any]) -> None:
+        with self._lock:
+            for s in doc.get("slices", []):
+                prover = s.get("prover", "")
+                self.slices[int(s["index"])] = SliceRow(
+                    int(s["index"]), s["state"], prover=prover[-8:] if prover else "",
+                    note=f"job {doc['job_id'][:8]} round {s.get('round', 0)}",
+                )  # fmt: skip
+        self.refresh()
 
     def phase_stop(self) -> bool:
         self.phase = "stop"
@@ -437,12 +480,12 @@ class Simnet:
                 live.start()
                 self._live = live
             self.phase_init()
-            proving = self.start_proving() if self.o.prove else None
+            proving = self.start_bundle() if self.o.prove else None
             if self.phase_start() and self.phase_mesh():
                 self.phase_faults()
             self.phase_ledger()
             if proving is not None:
-                self.finish_proving()
+                self.phase_jobs()
             self.phase = "report"
             self.refresh()
         finally:

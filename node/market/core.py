@@ -85,7 +85,8 @@ class ProverProfile:
     ezkl_version: str
     tamper: bool = False  # fault injection: publish proofs that do not verify
     slack: float = 3.0  # deadline = award + slack × expected time (at least deadline_min_ms)
-    deadline_min_ms: int = 60_000
+    deadline_min_ms: int = 120_000
+    cold_factor: float = 3.0  # a bundle not proven here yet also needs fetch and key setup
 
 
 @dataclass(slots=True)
@@ -157,6 +158,7 @@ class MarketCore:
         self.by_award: dict[bytes, tuple[bytes, int]] = {}  # award ref -> (own job, slice)
         self.reputation: dict[bytes, int] = {}
         self.counters: dict[str, int] = {}
+        self.warm_bundles: set[bytes] = set()  # bundles this node has proven (keys cached)
         # Expected proving time per logrows (the runtime passes this machine's measured times).
         self.expected_ms_of = expected_ms_of or (lambda logrows: 10_000 * 2 ** max(0, logrows - 15))
 
@@ -355,6 +357,8 @@ class MarketCore:
 
     def _reopen(self, job: OwnJob, s: SliceState, now: int) -> list[Effect]:
         """Take the slice from its prover (it loses the award) and award it again."""
+        if job.state in ("done", "failed"):
+            return []
         s.failed.add(s.prover)
         s.state, s.statement, s.proof = "open", None, b""
         if s.round + 1 >= ROUNDS_MAX:
@@ -374,9 +378,11 @@ class MarketCore:
             return []
         if s.statement is not None and s.statement.statement != signed.statement:
             self.count("equivocations")
-            return [FileEvidence("equivocation", s.award_ref, s.statement, other=signed),
-                    *self._reopen(job, s, now)]  # fmt: skip
-        if s.state != "awarded":
+            evidence = FileEvidence("equivocation", s.award_ref, s.statement, other=signed)
+            if job.state in ("done", "failed"):
+                return [evidence]
+            return [evidence, *self._reopen(job, s, now)]
+        if job.state in ("done", "failed") or s.state != "awarded":
             return []
         s.state, s.statement = "checking", signed
         m = e.statement
@@ -387,7 +393,7 @@ class MarketCore:
         if located is None:
             return []
         job, s = self.jobs[located[0]], self.jobs[located[0]].slices[located[1]]
-        if s.state != "checking" or s.statement is None:
+        if not self._current(job, s, e.award_ref) or s.statement is None:
             return []
         if e.proof is None:
             s.state, s.statement = "awarded", None  # try again on the next statement
@@ -401,7 +407,7 @@ class MarketCore:
         if located is None:
             return []
         job, s = self.jobs[located[0]], self.jobs[located[0]].slices[located[1]]
-        if s.state != "checking" or s.statement is None:
+        if not self._current(job, s, e.award_ref) or s.statement is None:
             return []
         if e.verdict == "ok":
             s.state = "verified"
@@ -420,6 +426,17 @@ class MarketCore:
         if e.verdict in ("invalid_proof", "wrong_input"):
             effects.append(FileEvidence(e.verdict, s.award_ref, s.statement, s.proof))
         return [*effects, *self._reopen(job, s, now)]
+
+    @staticmethod
+    def _current(job: OwnJob, s: SliceState, award_ref: bytes) -> bool:
+        """A result about `award_ref` still matters: the job runs, the award is the slice's
+        current one and its statement is being checked (not a revoked round's late result)."""
+        return (
+            job.state not in ("done", "failed")
+            and s.award_ref == award_ref
+            and s.state == "checking"
+            and s.statement is not None
+        )
 
     def on_chain(self, e: ChainChecked, now: int) -> list[Effect]:
         job = self.jobs.get(e.job_id)
@@ -476,7 +493,9 @@ class MarketCore:
         return [SendBid(e.peer, job.addrs, bid), SetTimer(("reserve", job.job_id), until)]
 
     def expected_ms(self, job: JobAnnounce, fits: list[int]) -> int:
-        return int(self.expected_ms_of(max(t.logrows for t in job.tasks if t.index in fits)))
+        warm = self.expected_ms_of(max(t.logrows for t in job.tasks if t.index in fits))
+        cold = job.bundle_id not in self.warm_bundles
+        return int(warm * (self.profile.cold_factor if cold else 1.0))
 
     def on_bid_answer(self, e: BidAnswered, now: int) -> list[Effect]:
         if e.reply is None or not e.reply.ok:
@@ -499,11 +518,13 @@ class MarketCore:
             self.count("awards_mismatch")
             return []
         slots, until = self.reserved.get(e.job_id, (0, 0))
-        if slots > 0:
+        if slots > 0 and until > now:
             self.reserved[e.job_id] = (slots - 1, until)
-        elif self.free_slots(now) <= 0:
-            self.count("awards_over_capacity")  # never prove more than we can
-            return []
+        else:
+            self.reserved.pop(e.job_id, None)  # expired: its slot may be promised elsewhere
+            if self.free_slots(now) <= 0:
+                self.count("awards_over_capacity")  # never prove more than we can
+                return []
         self.tasks[e.award_ref] = ProverTask(e.award_ref, e.job_id, peer, e.slice_index, e.round)
         self.count("awards_won")
         return [Prepare(e.award_ref, peer, job.addrs, job.bundle_id, task.input_hash,
@@ -536,14 +557,15 @@ class MarketCore:
 
     def on_proven(self, e: Proven, now: int) -> list[Effect]:
         t = self.tasks.get(e.award_ref)
-        if t is None:
-            return []
+        if t is None or t.state != "proving":
+            return []  # revoked meanwhile: no claim, no statement
         if not e.ok or e.signed is None:
             t.state = "failed"
             self.count("proofs_failed")
             return [Log("prove_failed", (("error", e.error),))]
         t.signed, t.proof = e.signed, e.proof
         self.count("proofs_made")
+        self.warm_bundles.add(e.signed.statement.bundle_id)
         if self.profile.tamper:
             # The cheat publishes its statement, but its own replica would refuse the claim.
             t.state = "published"

@@ -63,6 +63,7 @@ from node.wire.market_messages import Bid, BidReply, JobAnnounce, ProofStatement
 
 EZKL = "22.0.1"
 BOND_MIN = 100
+DEADLINE_MIN_MS = ProverProfile.__dataclass_fields__["deadline_min_ms"].default
 WINDOW_MS = 5_000
 DEADLINE_MS = 600_000
 
@@ -413,11 +414,6 @@ def award_seen(job_id: bytes, index: int = 0, round_: int = 0, prover: bytes = A
                      round_, prover, 10, task(index).input_commitment)  # fmt: skip
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="on_award spends a reservation whose expiry has passed "
-    "(its slot was already offered to another job): two proofs on one slot",
-)
 def test_an_award_after_the_reservation_expired_does_not_overcommit() -> None:
     p = prover_core(slots=1)
     until = WINDOW_MS + AWARD_GRACE_MS
@@ -485,7 +481,7 @@ def test_a_missed_slice_deadline_re_awards_to_another_prover() -> None:
     assert (second.round, second.prover) == (1, B.public_key)  # the next cheapest, not A
     [(late_at, _)] = [(t, e) for t, e in sim.timed(LedgerSubmit, R)
                       if isinstance(e.op, Award) and e.op.round == 1]  # fmt: skip
-    assert late_at == WINDOW_MS + 60_000  # the award time plus the minimum slice deadline
+    assert late_at == WINDOW_MS + DEADLINE_MIN_MS  # the award time plus the minimum slice deadline
     assert req.counters["deadlines_missed"] == 1 and req.reputation[A.public_key] == -1
     assert A.public_key in req.jobs[JOB].slices[0].failed
     # The slow prover saw the new round's award and stopped.
@@ -514,7 +510,7 @@ def test_a_late_prover_is_never_re_awarded_the_slice() -> None:
     sim = three_provers()
     sim.hold = lambda peer, e: isinstance(e, Prove)
     submit(sim, 1)
-    sim.run(until_ms=WINDOW_MS + 3 * 60_000 + 1)
+    sim.run(until_ms=WINDOW_MS + 3 * DEADLINE_MIN_MS + 1)
     provers = [a.prover for a in awards_of(sim)]
     assert provers == [A.public_key, B.public_key, C.public_key]
     assert sim.core(R).jobs[JOB].slices[0].failed == {A.public_key, B.public_key, C.public_key}
@@ -612,11 +608,6 @@ def test_a_statement_from_another_prover_than_the_awarded_one_is_ignored() -> No
     assert sim.core(R).counters["statements_ignored"] == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="on_statement reopens and re-awards a slice of a job "
-    "that is already done (escrow refunded): evidence yes, a new award no",
-)
 def test_equivocation_after_the_job_is_done_files_evidence_without_re_awarding() -> None:
     sim = three_provers()
     submit(sim, 1)
@@ -628,11 +619,6 @@ def test_equivocation_after_the_job_is_done_files_evidence_without_re_awarding()
     assert not [e for e in effects if isinstance(e, LedgerSubmit) and isinstance(e.op, Award)]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="on_checked acts on a job that already failed: a late "
-    "'ok' verdict revives it (CheckChain, a second FinishJob and Refund)",
-)
 def test_a_verdict_after_the_job_deadline_does_not_revive_the_job() -> None:
     sim = three_provers()
     sim.hold = lambda peer, e: isinstance(e, CheckProof)  # the check outlives the job
@@ -645,11 +631,6 @@ def test_a_verdict_after_the_job_deadline_does_not_revive_the_job() -> None:
     assert not sim.effects(CheckChain, R)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="on_proof / on_checked do not compare the event's award_ref with the slice's current "
-    "award: a stale result of the revoked round is applied to the new prover's statement",
-)
 @pytest.mark.parametrize("stage", [FetchProof, CheckProof])
 def test_a_stale_result_of_a_revoked_round_is_not_applied_to_the_new_round(stage: type) -> None:
     """A's statement is still being fetched or checked when its slice deadline passes; the slice
@@ -657,7 +638,7 @@ def test_a_stale_result_of_a_revoked_round_is_not_applied_to_the_new_round(stage
     sim = three_provers()
     sim.hold = lambda peer, e: isinstance(e, stage)
     submit(sim, 1)
-    sim.run(until_ms=WINDOW_MS + 60_000 + 1)  # A's deadline passed, B's not yet
+    sim.run(until_ms=WINDOW_MS + DEADLINE_MIN_MS + 1)  # A's deadline passed, B's not yet
     req = sim.core(R)
     s = req.jobs[JOB].slices[0]
     assert (s.round, s.prover, s.state) == (1, B.public_key, "checking")
