@@ -43,8 +43,8 @@ from node.blobs import (
 )
 from node.errors import NodeError
 from node.identity import NodeIdentity, compute_peer_id
-from node.ledger_sync import PEERS_TRACKED_MAX, TokenBucket
 from node.proof_verifier import get_data_cache_dir
+from node.ratelimit import PeerLimits
 from node.topics import PROTOCOL_BUNDLE_FETCH, PROTOCOL_PROOF_FETCH
 from node.wire import ReplayGuard, WireError, decode_envelope, encode_envelope
 from node.wire.fetch_messages import (
@@ -126,7 +126,7 @@ class FetchService:
         self._now_ms = now_ms
         self._clock = clock
         self._guard = ReplayGuard(entries_max=50_000)
-        self._buckets: OrderedDict[str, tuple[TokenBucket, TokenBucket]] = OrderedDict()
+        self._limits = PeerLimits(self.settings.requests_per_s, self.settings.bytes_per_s)
         self._manifests: OrderedDict[bytes, dict[str, str | None]] = OrderedDict()
         self._hashes: OrderedDict[str, tuple[int, int, bytes]] = OrderedDict()
         self._inflight: dict[tuple[Any, ...], _Inflight] = {}
@@ -413,10 +413,7 @@ class FetchService:
         self.counters["requests_in"] += 1
         self.counters["bytes_in"] += len(data)
         now = self._clock()
-        requests, size = self._bucket(peer, now)
-        # take(0) only refills: a bytes bucket spent below zero by a big answer refuses until
-        # it is positive again.
-        if not requests.take(1, now) or not size.take(0, now) or size.tokens <= 0:
+        if not self._limits.admit(peer, now):
             return self._refuse("rate_limited", 1000)
         try:
             envelope = decode_envelope(
@@ -446,9 +443,7 @@ class FetchService:
             network_id=self.network_id,
             bytes_max=FETCH_RESPONSE_BYTES_MAX,
         )
-        # Charged in full even beyond the tokens left (TokenBucket.take would refuse and charge
-        # nothing): the debt is paid by waiting, bounded at one burst.
-        size.tokens = max(size.tokens - len(out), -size.burst)
+        self._limits.get(peer, now)[1].charge(len(out), now)  # in full: debt is paid by waiting
         self.counters["served"] += 1
         self.counters["bytes_served"] += len(response.data)
         self.counters["bytes_out"] += len(out)
@@ -523,20 +518,6 @@ class FetchService:
             while len(self._manifests) > MANIFESTS_CACHED_MAX:
                 self._manifests.popitem(last=False)
         return listing
-
-    def _bucket(self, peer: str, now: float) -> tuple[TokenBucket, TokenBucket]:
-        pair = self._buckets.get(peer)
-        if pair is None:
-            s = self.settings
-            pair = (
-                TokenBucket(s.requests_per_s, s.requests_per_s * 2, now),
-                TokenBucket(s.bytes_per_s, s.bytes_per_s * 2, now),
-            )
-            self._buckets[peer] = pair
-            while len(self._buckets) > PEERS_TRACKED_MAX:
-                self._buckets.popitem(last=False)
-        self._buckets.move_to_end(peer)
-        return pair
 
     def _refuse(self, reason: str, retry_after_ms: int) -> bytes:
         self.refused_in[reason] += 1

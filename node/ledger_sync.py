@@ -40,6 +40,7 @@ from ledger.sync import (
 )
 from node.identity import NodeIdentity, compute_peer_id
 from node.logs import log_event
+from node.ratelimit import PEERS_TRACKED_MAX, PeerLimits
 from node.replica import LedgerReplica
 from node.topics import PROTOCOL_LEDGER_SYNC
 from node.wire import ReplayGuard, WireError, decode_envelope, encode_envelope
@@ -64,7 +65,6 @@ REQUEST_BYTES_MAX = 64 * 1024
 SESSION_TIMEOUT_S = 60.0
 SESSION_REQUESTS_MAX = 4000
 REQUEST_TIMEOUT_S = 10.0
-PEERS_TRACKED_MAX = 1024
 QUEUE_MAX = 256
 _log = logging.getLogger("node.ledger_sync")
 
@@ -78,19 +78,6 @@ class SyncSettings:
     interval_s: float = 2.0
     requests_per_s: float = 50.0
     bytes_per_s: int = 8 * 1024 * 1024
-
-
-class TokenBucket:
-    def __init__(self, rate: float, burst: float, now: float) -> None:
-        self.rate, self.burst, self.tokens, self.at = rate, burst, burst, now
-
-    def take(self, amount: float, now: float) -> bool:
-        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
-        self.at = now
-        if self.tokens < amount:
-            return False
-        self.tokens -= amount
-        return True
 
 
 @dataclass(slots=True)
@@ -125,7 +112,7 @@ class LedgerSync:
         self._rng = rng
         self._clock = clock
         self._guard = ReplayGuard(entries_max=50_000)
-        self._buckets: OrderedDict[str, tuple[TokenBucket, TokenBucket]] = OrderedDict()
+        self._limits = PeerLimits(self.settings.requests_per_s, self.settings.bytes_per_s)
         self._send, self._receive = trio.open_memory_channel[PeerId](QUEUE_MAX)
         self._frontier_cache: tuple[tuple[int, int], bytes] | None = None
         self.peers: OrderedDict[str, PeerSync] = OrderedDict()
@@ -269,8 +256,7 @@ class LedgerSync:
         await trio.lowlevel.checkpoint()
         self.counters["requests_in"] += 1
         now = self._clock()
-        requests, size = self._bucket(peer, now)
-        if not requests.take(1, now) or size.tokens <= 0:
+        if not self._limits.admit(peer, now):
             return self._refuse("rate_limited", 1000)
         try:
             envelope = decode_envelope(
@@ -296,8 +282,7 @@ class LedgerSync:
             network_id=self.replica.network_id,
             bytes_max=SYNC_RESPONSE_BYTES_MAX,
         )
-        size.take(len(out), now)  # may go negative: the next request waits for refill
-        size.tokens = max(size.tokens, -size.burst)
+        self._limits.get(peer, now)[1].charge(len(out), now)  # in full: debt is paid by waiting
         self.counters["served"] += 1
         self.counters["bytes_served"] += len(out)
         return out
@@ -318,20 +303,6 @@ class LedgerSync:
             by_hash = compute_entries_by_hash_response(lattice, EntriesByHashRequest(body.hashes))
             return SyncHashesResponse(by_hash.entries)
         return None
-
-    def _bucket(self, peer: str, now: float) -> tuple[TokenBucket, TokenBucket]:
-        pair = self._buckets.get(peer)
-        if pair is None:
-            s = self.settings
-            pair = (
-                TokenBucket(s.requests_per_s, s.requests_per_s * 2, now),
-                TokenBucket(s.bytes_per_s, s.bytes_per_s * 2, now),
-            )
-            self._buckets[peer] = pair
-            while len(self._buckets) > PEERS_TRACKED_MAX:
-                self._buckets.popitem(last=False)
-        self._buckets.move_to_end(peer)
-        return pair
 
     def _refuse(self, reason: str, retry_after_ms: int) -> bytes:
         self.refused_in[reason] += 1
