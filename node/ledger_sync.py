@@ -64,7 +64,7 @@ from p2p.errors import P2PError
 REQUEST_BYTES_MAX = 64 * 1024
 SESSION_TIMEOUT_S = 60.0
 SESSION_REQUESTS_MAX = 4000
-REQUEST_TIMEOUT_S = 10.0
+REQUEST_TIMEOUT_S = 4.0  # a slow peer must not stall syncing for long: the next round tries another
 QUEUE_MAX = 256
 _log = logging.getLogger("node.ledger_sync")
 
@@ -120,6 +120,8 @@ class LedgerSync:
         self.refused_in: Counter[str] = Counter()
         self._synced = trio.Event()
         self._last_ts = 0
+        self._nursery: trio.Nursery | None = None
+        self._gaps: set[bytes] = set()
 
     # -- client ------------------------------------------------------------------------------
 
@@ -130,7 +132,13 @@ class LedgerSync:
             self.counters["queue_full"] += 1
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        task_status.started()
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            self.replica.pending_from.append(self.fill_gap_from)
+            task_status.started()
+            await self._sessions()
+
+    async def _sessions(self) -> None:
         while True:
             peer: PeerId | None = None
             with trio.move_on_after(self.settings.interval_s * self._rng.uniform(0.5, 1.5)):
@@ -183,6 +191,22 @@ class LedgerSync:
                     with trio.move_on_after(0.2):
                         await self.replica.wait_added()
         return {"peers": sorted(holders), "ok": len(holders) >= count}
+
+    def fill_gap_from(self, signer: bytes) -> None:
+        """Entries from `signer` wait on a missing one: fetch what is missing from it now."""
+        if self._nursery is None or signer in self._gaps:
+            return
+        missing = tuple(self.replica.lattice.get_missing(SYNC_HASHES_MAX))
+        if missing:
+            self._gaps.add(signer)
+            self._nursery.start_soon(self._fill_gap, signer, missing)
+
+    async def _fill_gap(self, signer: bytes, missing: tuple[bytes, ...]) -> None:
+        try:
+            self.counters["gap_fetches"] += 1
+            await self.fetch_entries(PeerId(compute_peer_id(signer)), missing)
+        finally:
+            self._gaps.discard(signer)
 
     async def fetch_entries(self, peer: PeerId, hashes: tuple[bytes, ...]) -> int:
         """Fetch entries by hash from one peer now (e.g. a claim its prover announced)."""

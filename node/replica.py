@@ -78,6 +78,9 @@ class WalletRefusal(NodeError):
 @dataclass(frozen=True, slots=True)
 class ReplicaSettings:
     publish_batch_window_s: float = 0.05  # own entries gathered this long into one gossip batch
+    # At most one gossip batch per this many seconds: a few Python processes carry only a few
+    # gossip messages per second network-wide, so a busy writer sends bigger batches, not more.
+    publish_interval_s_min: float = 0.5
     report_delay_s_max: float = 2.0  # fork reports wait a random delay up to this
 
 
@@ -139,6 +142,8 @@ class LedgerReplica:
         self.counters: Counter[str] = Counter()
         self.refused: Counter[str] = Counter()
         self.on_placed: list[Callable[[Entry], None]] = []  # e.g. the market watching awards
+        self._root_cache: tuple[int, bytes] | None = None
+        self.pending_from: list[Callable[[bytes], None]] = []  # told who sent an orphan
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -190,7 +195,13 @@ class LedgerReplica:
         except GossipReject:  # cannot happen for an accepted message; count, never crash
             self.refused["undecodable_after_accept"] += 1
             return
+        before = self.lattice.statistics().pending
         self.add_entries(entries, verified=True, source="gossip")
+        if self.lattice.statistics().pending > before:
+            # A gap (a lost batch): ask the publisher for what is missing now, rather than
+            # waiting for the next anti-entropy round.
+            for callback in self.pending_from:
+                callback(envelope.signer)
 
     def add_entries(self, entries: list[Entry], *, verified: bool, source: str) -> int:
         """Add entries from a peer; returns how many were new. Counts every outcome."""
@@ -394,9 +405,12 @@ class LedgerReplica:
         self._outbox_changed.set()
 
     async def _publish_loop(self) -> None:
+        last = -1e9
         while True:
             await self._outbox_changed.wait()
-            await trio.sleep(self.settings.publish_batch_window_s)
+            pace = last + self.settings.publish_interval_s_min - trio.current_time()
+            await trio.sleep(max(self.settings.publish_batch_window_s, pace))
+            last = trio.current_time()
             while self._outbox:
                 batch: list[bytes] = []
                 size = 0
@@ -441,6 +455,13 @@ class LedgerReplica:
             "seq": self._seq,
         }
 
+    def compute_root(self) -> bytes:
+        """The state root, cached until an entry is placed (it costs a full state hash)."""
+        key = self.lattice.statistics().entries
+        if self._root_cache is None or self._root_cache[0] != key:
+            self._root_cache = (key, self.lattice.compute_root())
+        return self._root_cache[1]
+
     def has_entry(self, h: bytes) -> bool:
         return self.lattice.get_entry(h) is not None
 
@@ -479,7 +500,7 @@ class LedgerReplica:
         ]
         return {
             "network_id": self.network_id.hex(),
-            "state_root": lattice.compute_root().hex(),
+            "state_root": self.compute_root().hex(),
             "entries": self.store.count,
             "placed": stats.entries,
             "canonical": stats.canonical,
