@@ -18,12 +18,14 @@ carries with the ledger's entry-only rules (signature, body, proof) before it is
 
 from __future__ import annotations
 
-from collections import Counter
+import time
+from collections import Counter, OrderedDict
 from collections.abc import Callable
 
 from ledger.interfaces import SignatureScheme
 from node.errors import NodeError
 from node.identity import compute_peer_id
+from node.ratelimit import PEERS_TRACKED_MAX, TokenBucket
 from node.topics import TOPIC_MESSAGE_TYPES
 from node.wire import ENVELOPE_BYTES_MAX, Envelope, ReplayGuard, WireError, WireReason
 from node.wire import decode_envelope as decode_wire_envelope
@@ -103,14 +105,34 @@ class TopicValidator:
         *,
         network_id: bytes = b"",
         content_check: ContentCheck | None = None,
+        rate_per_s: float = 0.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.topic = topic
         self._now_ms = now_ms
         self.network_id = network_id
         self.content_check = content_check
         self.reasons: Counter[str] = Counter()  # "reject:bad_signature", "ignore:stale", ...
+        self.rate_per_s = rate_per_s
+        self._clock = clock
+        self._buckets: OrderedDict[str, TokenBucket] = OrderedDict()
+
+    def _admit(self, source: str) -> bool:
+        now = self._clock()
+        bucket = self._buckets.get(source)
+        if bucket is None:
+            bucket = self._buckets[source] = TokenBucket(self.rate_per_s, self.rate_per_s * 4, now)
+            while len(self._buckets) > PEERS_TRACKED_MAX:
+                self._buckets.popitem(last=False)
+        self._buckets.move_to_end(source)
+        return bucket.take(1, now)
 
     def __call__(self, message: GossipMessage) -> Verdict:
+        # [IGNORE] a publisher over its rate on this topic (validators run once per message id,
+        # so this counts what each publisher originates, not what neighbours forward)
+        if self.rate_per_s and not self._admit(message.source):
+            self.reasons["ignore:rate_limited"] += 1
+            return Verdict.IGNORE
         try:
             envelope = validate_gossip(
                 self.topic,

@@ -43,6 +43,7 @@ from node.topics import (
     PROTOCOL_STATUS,
     TOPIC_CAPACITY,
     TOPIC_LEDGER,
+    TOPIC_RATE_PER_S,
 )
 from node.wire import Envelope, encode_envelope
 from node.wire.ledger_messages import LedgerEntries
@@ -126,7 +127,13 @@ class NodeRuntime:
                 ezkl_version=self._ezkl_version, faults=faults,
             )  # fmt: skip
         self.validators = {
-            t: TopicValidator(t, now_ms, network_id=network_id, content_check=self._check_of(t))
+            t: TopicValidator(
+                t,
+                now_ms,
+                network_id=network_id,
+                content_check=self._check_of(t),
+                rate_per_s=TOPIC_RATE_PER_S[t],
+            )
             for t in GOSSIP_TOPICS
         }
         self._replays = ReplayFilter(now_ms, network_id)

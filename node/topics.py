@@ -30,6 +30,16 @@ TOPIC_MESSAGE_TYPES: Final[dict[str, frozenset[str]]] = {
     TOPIC_LEDGER: frozenset({"ledger_entries"}),
 }
 
+# Messages per second one publisher may originate on each topic (a burst of 4 s is allowed);
+# beyond, its messages are ignored and counted (`ignore:rate_limited`).
+TOPIC_RATE_PER_S: Final[dict[str, float]] = {
+    TOPIC_CAPACITY: 20.0,  # adverts come every advert_interval_s (0.1 s at the least)
+    TOPIC_JOBS: 5.0,
+    TOPIC_AWARDS: 5.0,
+    TOPIC_PROOFS: 20.0,
+    TOPIC_LEDGER: 10.0,
+}
+
 # Request/response protocol ids: what one peer needs from another.
 PROTOCOL_STATUS: Final = "/dsperse/status/1.0.0"  # peer's statistics summary (msgpack)
 PROTOCOL_BID: Final = "/dsperse/bid/1.0.0"  # a prover's bid, sent to the requester

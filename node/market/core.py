@@ -61,8 +61,10 @@ from node.wire.market_messages import Bid, BidReply, JobAnnounce, ProofStatement
 
 JOBS_KNOWN_MAX = 1024
 AWARD_GRACE_MS = 15_000  # a bid's slots stay reserved this long after the bid window
-REANNOUNCE_DELAY_MS = 1_000
-ROUNDS_MAX = 16
+REANNOUNCE_DELAY_MS = 1_000  # doubled per announcement round, up to REANNOUNCE_DELAY_MS_MAX
+REANNOUNCE_DELAY_MS_MAX = 10_000  # provers may be busy for a while: keep asking, not faster
+ANNOUNCE_ROUNDS_MAX = 64  # then give up (the job deadline usually comes first)
+ROUNDS_MAX = 16  # award rounds per slice
 ZERO32 = bytes(32)
 
 
@@ -100,7 +102,8 @@ class SliceState:
     awarded_ms: int = 0
     statement: SignedStatement | None = None
     proof: bytes = b""
-    failed: set[bytes] = field(default_factory=set)  # provers that failed this slice
+    failed: set[bytes] = field(default_factory=set)  # provers excluded from this slice
+    late: bytes = b""  # the prover excluded only for the round after its missed deadline
 
 
 @dataclass(slots=True)
@@ -308,7 +311,7 @@ class MarketCore:
             op = Award(job.job_id, index, s.round, prover, price, s.task.input_commitment)
             effects.append(LedgerSubmit(("award", job.job_id, index, s.round), op))
         if len(chosen) < len(open_slices):
-            effects.append(SetTimer(("reannounce", job.job_id), now + REANNOUNCE_DELAY_MS))
+            effects.append(SetTimer(("reannounce", job.job_id), now + _reannounce_delay(job)))
         return effects
 
     def _reannounce(self, job_id: bytes, now: int) -> list[Effect]:
@@ -318,7 +321,7 @@ class MarketCore:
         open_slices = [s for s in job.slices.values() if s.state == "open"]
         if not open_slices:
             return []
-        if job.announce_round + 1 >= ROUNDS_MAX:
+        if job.announce_round + 1 >= ANNOUNCE_ROUNDS_MAX:
             return self._finish(job, now, False, "no prover took the remaining slices")
         job.announce_round += 1
         return self._announce(job, now, open_slices)
@@ -333,7 +336,7 @@ class MarketCore:
             s.failed.add(s.prover)
             s.state, s.round = "open", s.round - 1
             return [Log("award_refused", (("slice", index), ("error", e.error))),
-                    SetTimer(("reannounce", job_id), now + REANNOUNCE_DELAY_MS)]  # fmt: skip
+                    SetTimer(("reannounce", job_id), now + _reannounce_delay(job))]  # fmt: skip
         s.state, s.award_ref, s.awarded_ms = "awarded", e.entry_hash, now
         self.by_award[e.entry_hash] = (job_id, index)
         self.count("awards")
@@ -353,12 +356,17 @@ class MarketCore:
         self.count("deadlines_missed")
         self.reputation[s.prover] = self.reputation.get(s.prover, 0) - 1
         late = Log("slice_late", (("slice", index), ("round", round_)))
-        return [late, *self._reopen(job, s, now)]
+        return [late, *self._reopen(job, s, now, late=True)]
 
-    def _reopen(self, job: OwnJob, s: SliceState, now: int) -> list[Effect]:
-        """Take the slice from its prover (it loses the award) and award it again."""
+    def _reopen(self, job: OwnJob, s: SliceState, now: int, *, late: bool = False) -> list[Effect]:
+        """Take the slice from its prover (it loses the award) and award it again. A prover
+        that cheated is never chosen for the slice again; one that was late only sits out the
+        next round (it may just have been slow on a loaded machine)."""
         if job.state in ("done", "failed"):
             return []
+        s.failed.discard(s.late)
+        if late:
+            s.late = s.prover
         s.failed.add(s.prover)
         s.state, s.statement, s.proof = "open", None, b""
         if s.round + 1 >= ROUNDS_MAX:
@@ -591,6 +599,10 @@ class MarketCore:
         if until <= now:
             self.reserved.pop(job_id, None)
         return []
+
+
+def _reannounce_delay(job: OwnJob) -> int:
+    return min(REANNOUNCE_DELAY_MS_MAX, REANNOUNCE_DELAY_MS << min(job.announce_round, 8))
 
 
 def _account_of(e: BidIn) -> bytes:

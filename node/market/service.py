@@ -35,6 +35,7 @@ from node.logs import log_event
 from node.market import events as ev
 from node.market.core import MarketCore
 from node.market.work import WORK_ERRORS
+from node.ratelimit import PeerLimits
 from node.replica import LedgerReplica, WalletRefusal
 from node.topics import PROTOCOL_BID
 from node.wire import ReplayGuard, WireError, decode_envelope, encode_envelope
@@ -43,6 +44,7 @@ from p2p.abc import PeerId, Transport
 from p2p.errors import P2PError
 
 BID_TIMEOUT_S = 10.0
+BIDS_PER_S = 10.0
 PREPARE_TIMEOUT_S = 600.0
 PROOF_FETCH_TIMEOUT_S = 60.0
 _log = logging.getLogger("node.market")
@@ -88,6 +90,7 @@ class MarketService:
         self._timer_seq = 0
         self._timers_changed = trio.Event()
         self._guard = ReplayGuard(entries_max=50_000)
+        self._limits = PeerLimits(BIDS_PER_S, 1 << 30)  # per peer: bid requests per second
         self._proving: dict[bytes, trio.CancelScope] = {}
         self.extras: dict[bytes, JobExtras] = {}
         self.counters: dict[str, int] = {}
@@ -191,6 +194,10 @@ class MarketService:
         from node.wire.market_messages import Bid
 
         reason = ""
+        if not self._limits.admit(peer, trio.current_time()):
+            self._count("bids_refused:rate_limited")
+            reply = BidReply(bytes(32), False, "rate_limited")
+            return encode_envelope(reply, self.identity, self._now_ms(), network_id=self.network_id)
         try:
             envelope = decode_envelope(data, self._now_ms(), network_id=self.network_id)
         except WireError as exc:

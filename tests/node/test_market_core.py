@@ -26,7 +26,13 @@ from hypothesis import strategies as st
 from ledger.builders import sign_statement
 from ledger.containers import Award, Claim, Escrow, ProofStatement, Refund
 from node.identity import NodeIdentity
-from node.market.core import AWARD_GRACE_MS, ROUNDS_MAX, MarketCore, ProverProfile
+from node.market.core import (
+    ANNOUNCE_ROUNDS_MAX,
+    AWARD_GRACE_MS,
+    ROUNDS_MAX,
+    MarketCore,
+    ProverProfile,
+)
 from node.market.events import (
     AwardSeen,
     BidAnswered,
@@ -504,17 +510,20 @@ def test_a_missed_slice_deadline_re_awards_to_another_prover() -> None:
     assert req.jobs[JOB].state == "done"
 
 
-def test_a_late_prover_is_never_re_awarded_the_slice() -> None:
-    """Every prover is slow in turn: each round goes to a prover that has not failed it, and when
-    none is left the slice waits for re-announcements."""
+def test_a_late_prover_sits_out_only_the_next_round() -> None:
+    """Every prover is slow in turn: the round after a missed deadline never goes back to the
+    late prover, but lateness is forgiven once another prover was late too (a slow machine is
+    no cheat), so the slice keeps being worked on."""
     sim = three_provers()
     sim.hold = lambda peer, e: isinstance(e, Prove)
     submit(sim, 1)
     sim.run(until_ms=WINDOW_MS + 3 * DEADLINE_MIN_MS + 1)
     provers = [a.prover for a in awards_of(sim)]
-    assert provers == [A.public_key, B.public_key, C.public_key]
-    assert sim.core(R).jobs[JOB].slices[0].failed == {A.public_key, B.public_key, C.public_key}
-    assert len(sim.effects(CancelProve)) == 2  # A by B's round, B by C's; C was never revoked
+    assert provers[:2] == [A.public_key, B.public_key] and len(provers) >= 3
+    assert all(a != b for a, b in itertools.pairwise(provers))  # never the one just late
+    slice_ = sim.core(R).jobs[JOB].slices[0]
+    assert slice_.late == provers[-2] and provers[-2] in slice_.failed
+    assert len(sim.effects(CancelProve)) == len(provers) - 1  # each late one, by the next round
 
 
 @pytest.mark.parametrize("verdict", ["invalid_proof", "wrong_input"])
@@ -720,15 +729,16 @@ def test_no_bids_re_announce_every_round_then_fail() -> None:
     submit(sim, 2, window_ms=1_000, deadline_ms=10_000_000)
     sim.run()
     announces = [(t, e.body) for t, e in sim.timed(Publish, R) if e.topic == TOPIC_JOBS]
-    assert [a.round for _, a in announces] == list(range(ROUNDS_MAX))
+    assert [a.round for _, a in announces] == list(range(ANNOUNCE_ROUNDS_MAX))
     assert all(a.bid_until_ms == t + 1_000 and len(a.tasks) == 2 for t, a in announces)
-    gaps = {b[0] - a[0] for a, b in itertools.pairwise(announces)}
-    assert gaps == {2_000}  # the window, then the re-announce delay
+    gaps = [b[0] - a[0] for a, b in itertools.pairwise(announces)]
+    # The window, then a re-announce delay that doubles up to its cap (provers may be busy).
+    assert gaps[:4] == [2_000, 3_000, 5_000, 9_000] and set(gaps[5:]) == {11_000}
     assert sim.effects(FinishJob, R) == [
         FinishJob(JOB, False, "no prover took the remaining slices")
     ]
     assert sim.ops(Refund, R) == [Refund(JOB)]
-    assert sim.core(A).counters["jobs_skipped:ezkl_version"] == ROUNDS_MAX
+    assert sim.core(A).counters["jobs_skipped:ezkl_version"] == ANNOUNCE_ROUNDS_MAX
     assert not sim.ops(Award)
 
 
