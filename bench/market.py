@@ -219,6 +219,7 @@ class WorkerSampler(threading.Thread):
         self.by_node: dict[str, defaultdict[str, float]] = {
             n.name: defaultdict(float) for n in nodes
         }
+        self.count_by_node: dict[str, Counter[str]] = {n.name: Counter() for n in nodes}
         self.live_total = 0
         self.stop_event = threading.Event()
         self._state: dict[int, tuple[int, dict[int, tuple[str, int]]]] = {}  # pid -> c, kids
@@ -240,7 +241,8 @@ class WorkerSampler(threading.Thread):
         prev_c, prev_kids = self._state.get(pid, (creaped, {}))
         now: dict[int, tuple[str, int]] = {}
         for kid in kids:
-            op = prev_kids[kid][0] if kid in prev_kids else self._op_of(kid)
+            op = prev_kids[kid][0] if kid in prev_kids else ""
+            op = op or self._op_of(kid)  # "" until exec'd: forked, still the node's cmdline
             now[kid] = (op, read_stat(kid)[0])
         gone = [prev_kids[k] for k in prev_kids if k not in now]
         rise = creaped - prev_c - self._owed.get(pid, 0)
@@ -250,10 +252,12 @@ class WorkerSampler(threading.Thread):
                 scale = rise / seen if rise >= seen else 1.0  # late parent stat: use the samples
                 self._owed[pid] = max(0, seen - rise) if rise < seen else 0
                 for op, t in gone:
+                    op = op or "other"
                     share = max(1, t) * scale
                     self.cpu_ticks[op] += share
                     self.by_node[node.name][op] += share
                     self.count[op] += 1
+                    self.count_by_node[node.name][op] += 1
             else:
                 self._owed[pid] = max(0, -rise)
                 if rise > 0:
@@ -281,10 +285,19 @@ class WorkerSampler(threading.Thread):
     def _op_of(pid: int) -> str:
         try:
             argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            return ""
+        if b"slicing.worker" not in argv:
+            return "" if b"simnet" in argv else "other"  # not exec'd yet, or not a worker
+        try:
             i = argv.index(b"slicing.worker")
             return str(json.loads(Path(argv[i + 1].decode()).read_text())["op"])
         except (OSError, ValueError, IndexError, KeyError):
             return "other"
+
+    def counts_by_node(self) -> dict[str, dict[str, int]]:
+        with self.lock:
+            return {k: dict(v) for k, v in self.count_by_node.items()}
 
     def snapshot(self) -> tuple[dict[str, float], dict[str, int]]:
         with self.lock:
@@ -313,6 +326,7 @@ class Net:
     sampler: WorkerSampler
     pool: ThreadPoolExecutor
     history: set[tuple[str, int]] = field(default_factory=set)  # (prover, slice) proven before
+    prewarmed: bool = False  # every prover holds every slice's proving key
     jobs_run: int = 0
 
     def each(self, fn: Callable[[Node], Any], nodes: list[Node] | None = None) -> list[Any]:
@@ -595,7 +609,15 @@ def watch_announce(net: Net, requester: Node, poll_s: float) -> Callable[[float]
     return finish
 
 
-def analyse(net: Net, job: Job) -> Doc:
+def pool_prove_s(node: Node) -> float:
+    """Seconds this node's prover pool spent proving, setup excluded (histogram sums)."""
+    doc = node.get("/jobs") or {}
+    pool = (doc.get("market") or {}).get("pool") or {}
+    hist = (pool.get("prove_s_histogram") or {}).get("logrows") or {}
+    return float(sum(h.get("sum_s", 0.0) for h in hist.values()))
+
+
+def analyse(net: Net, job: Job, pool_delta: dict[str, float] | None = None) -> Doc:
     """Match the job's slices to the provers' log events; latency over its lower bound."""
     for n in net.nodes:
         n.read_events()
@@ -625,7 +647,7 @@ def analyse(net: Net, job: Job) -> Doc:
             return fig
         node, ev = proven[-1]
         key = (s["prover"], int(s["index"]))
-        warm &= key in net.history
+        warm &= net.prewarmed or key in net.history
         slices.append(
             {
                 "index": s["index"],
@@ -661,6 +683,15 @@ def analyse(net: Net, job: Job) -> Doc:
     def span(a: float | None, b: float | None) -> float | None:
         return None if a is None or b is None else round(b - a, 3)
 
+    if pool_delta is not None:  # key setup = pool wall - the pool's setup-free prove seconds
+        on_node: dict[str, float] = defaultdict(float)
+        for s in slices:
+            on_node[s["prover"]] += s["prove_s"]
+        for s in slices:
+            setup = max(0.0, on_node[s["prover"]] - pool_delta.get(s["prover"], 0.0))
+            s["setup_s"] = round(setup * s["prove_s"] / on_node[s["prover"]], 2)
+        bare = [s["prove_s"] - s["setup_s"] for s in slices]
+        fig["bound_s_without_setup"] = max(max(bare), sum(bare) / min(CORES, provers))
     fig |= {
         "warm": warm,
         "slices": slices,
@@ -682,15 +713,38 @@ def analyse(net: Net, job: Job) -> Doc:
     return fig
 
 
+def prewarm_keys(net: Net, build_cache: Path) -> int:
+    """Copy the proving keys the bundle's builder derived into every prover's cache, as if
+    each had proven each slice once (keys are deterministic and cached by circuit and SRS)."""
+    copied = 0
+    for n in net.nodes:
+        if not n.prover:
+            continue
+        dst = get_data_cache_dir(n.proc.data_dir) / "pk"
+        for src in (build_cache / "pk").iterdir():
+            if not (dst / src.name).exists():
+                shutil.copytree(src, dst / src.name)
+                copied += 1
+    net.prewarmed = True
+    return copied
+
+
+def proofs_made(net: Net, before: dict[str, int]) -> int:
+    """Slice proofs the sampler saw made since `before` (prove workers reaped)."""
+    return net.sampler.snapshot()[1].get("prove", 0) - before.get("prove", 0)
+
+
 def run_sequential(net: Net, args: argparse.Namespace, what: str) -> Job:
     net.wait_quiet(120.0)
     requester = net.requesters[0]
     finish = watch_announce(net, requester, args.poll_ms / 1000)
+    pool0 = dict(zip([n.name for n in net.nodes], net.each(pool_prove_s), strict=True))
     job = submit(net, requester, args, args.deadline_s)
     job.figures["announce_s"] = finish(job.t_reply)
     wait_one(job, args.deadline_s + 60)
     net.wait_quiet(120.0)
-    job.figures |= analyse(net, job)
+    pool1 = dict(zip([n.name for n in net.nodes], net.each(pool_prove_s), strict=True))
+    job.figures |= analyse(net, job, {k: pool1[k] - pool0[k] for k in pool1})
     f = job.figures
     log(
         f"{what} job {f['job']}: {f['state']} in {f['latency_s']:.1f} s (node "
@@ -760,6 +814,9 @@ def measure_saturation(net: Net, args: argparse.Namespace, count: int) -> Doc:
     return {
         "sat_jobs": count,
         "sat_jobs_done": len(done),
+        "sat_jobs_failed": dict(
+            Counter(j.doc.get("reason") or "?" for j in jobs if j.doc.get("state") != "done")
+        ),
         "sat_window_s": window,
         "sat_post_s": t_posted - t0,
         "proofs_per_min": 60 * len(proofs) / window,
@@ -772,6 +829,7 @@ def measure_saturation(net: Net, args: argparse.Namespace, count: int) -> Doc:
         },
         "sat_prove_s_sum": sum(float(e["seconds"]) for e in proofs),
         "sat_machine_busy": (m1[0] - m0[0]) / max(1, m1[1] - m0[1]),
+        "sat_nodes_share_of_busy": cpu / max(1e-9, (m1[0] - m0[0]) / CLK_TCK),
         "sat_loadavg": [load0, load1],
         "sat_latency_s_p50": pct([f["latency_s"] for f in done], 50),
         "sat_latency_s_max": max((f["latency_s"] for f in done), default=None),
@@ -830,21 +888,24 @@ def print_table(fig: Doc) -> None:
         (
             "latency_ratio_cold",
             "{:.2f}",
-            f"first job: {f(fig.get('cold_latency_s'), '{:.1f}')}"
-            f" s, bound {f(fig.get('cold_bound_s'), '{:.1f}')} s (key setup in it)",
+            f"first job: {f(fig.get('cold_latency_s'), '{:.1f}')} s over the bound without key "
+            f"setup {f(fig.get('cold_bound_s_without_setup'), '{:.1f}')} s (setup "
+            f"{fig.get('cold_setup_s')} s, fetch {fig.get('cold_prepare_s')} s)",
         ),
         ("warm_latency_s", "{:.1f}", f"bound {f(fig.get('warm_bound_s'), '{:.1f}')} s"),
         (
             "proofs_per_min",
             "{:.1f}",
             f"{fig.get('sat_jobs')} jobs at once, "
-            f"{fig.get('sat_proofs')} proofs in {f(fig.get('sat_window_s'), '{:.0f}')} s",
+            f"{fig.get('sat_proofs')} proofs in {f(fig.get('sat_window_s'), '{:.0f}')} s; "
+            f"{fig.get('sat_jobs_done')} done, failed: {fig.get('sat_jobs_failed') or 0}",
         ),
         (
             "core_utilisation",
             "{:.0%}",
             f"nodes + workers CPU / ({CORES} x window); machine "
-            f"busy {f(fig.get('sat_machine_busy'), '{:.0%}')}",
+            f"busy {f(fig.get('sat_machine_busy'), '{:.0%}')}, nodes' share of it "
+            f"{f(fig.get('sat_nodes_share_of_busy'), '{:.0%}')}",
         ),
         (
             "verify_cpu_s_per_job",
@@ -937,7 +998,7 @@ def main() -> None:
     parser.add_argument("--provers", type=int, help="nodes that prove (default all, max 12)")
     parser.add_argument("--quick", action="store_true", help="4 nodes, 2 jobs (a few minutes)")
     parser.add_argument("--json", type=Path, help="write the figures as JSON")
-    parser.add_argument("--poll-ms", type=float, default=50.0, help="announcement polls")
+    parser.add_argument("--poll-ms", type=float, help="announcement polls (50; 100 above 8 nodes)")
     parser.add_argument("--idle-s", type=float, default=10.0)
     parser.add_argument("--advert-s", type=float, default=2.0, help="capacity advert interval")
     parser.add_argument("--deadline-s", type=float, default=900.0)
@@ -950,11 +1011,18 @@ def main() -> None:
         help="where the bundle is built once and reused",
     )
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--no-prewarm",
+        action="store_true",
+        help="after the cold job, let keys warm up by proving only (default: copy the builder's "
+        "proving keys into every prover's cache, so saturation and warm jobs are all warm)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the data dirs (printed)")
     args = parser.parse_args()
     if args.quick:
         args.nodes, args.latency_jobs, args.idle_s = 4, 1, 5.0
         args.jobs = args.jobs or 2
+    args.poll_ms = args.poll_ms or (50.0 if args.nodes <= 8 else 100.0)
     args.provers = min(args.nodes, args.provers or 12)
     args.requesters = max(1, min(args.requesters, args.provers))
     root = Path(tempfile.mkdtemp(prefix="bench-market-"))
@@ -997,6 +1065,7 @@ def main() -> None:
             "idle_rss_mb_max": max(rss),
             "idle_rss_mb": [round(x, 1) for x in rss],
         }
+        time.sleep(3.0)  # past the start's burst of adverts and syncs
         tr0, cpu0, t_idle = net.traffic(), net.cpu_ticks(), time.perf_counter()
         time.sleep(args.idle_s)
         tr1, idle_s = net.traffic(), time.perf_counter() - t_idle
@@ -1012,13 +1081,19 @@ def main() -> None:
         cold = run_sequential(net, args, "cold")
         n_jobs += 1
         seq.append(cold.figures | {"kind": "cold"})
+        bare = cold.figures.get("bound_s_without_setup")
         fig |= {
-            "latency_ratio_cold": cold.figures.get("latency_ratio"),
+            "latency_ratio_cold": cold.figures["latency_s"] / bare if bare else None,
+            "latency_ratio_cold_setup_in_bound": cold.figures.get("latency_ratio"),
+            "cold_bound_s_without_setup": bare,
+            "cold_setup_s": [s.get("setup_s") for s in cold.figures.get("slices", [])],
             "cold_latency_s": cold.figures.get("latency_s"),
             "cold_bound_s": cold.figures.get("bound_s"),
             "cold_prepare_s": [s.get("prepare_s") for s in cold.figures.get("slices", [])],
         }
         fig["verify"] = measure_verify_cost(net, cold, build_cache, 2)
+        if not args.no_prewarm:
+            fig["config"]["prewarmed_key_dirs"] = prewarm_keys(net, build_cache)
         fig |= measure_saturation(net, args, jobs)
         n_jobs += jobs
         for _ in range(args.latency_jobs):
@@ -1051,6 +1126,8 @@ def main() -> None:
             / n_jobs,
             "worker_cpu_s_by_op_per_job": {k: round(x / n_jobs, 2) for k, x in by_op.items()},
             "workers_by_op_per_job": {k: round(x / n_jobs, 2) for k, x in counts.items() if x},
+            "verify_runs_per_proof": counts.get("verify", 0) / max(1, proofs_made(net, w0[1])),
+            "workers_by_node": net.sampler.counts_by_node(),
         }
         fig |= {
             "verify_cpu_s_per_job": by_op.get("verify", 0.0) / n_jobs,

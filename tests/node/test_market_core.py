@@ -29,7 +29,6 @@ from node.identity import NodeIdentity
 from node.market.core import (
     ANNOUNCE_ROUNDS_MAX,
     AWARD_GRACE_MS,
-    ROUNDS_MAX,
     MarketCore,
     ProverProfile,
 )
