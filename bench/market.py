@@ -469,7 +469,7 @@ def setup(args: argparse.Namespace, root: Path) -> Net:
     t0 = time.perf_counter()
 
     def wait_ready(n: Node) -> None:
-        if not n.proc.wait_ready(START_TIMEOUT_S):
+        if not n.proc.wait_ready(args.start_timeout_s):
             tail = (n.proc.data_dir / "node.log").read_text()[-2000:]
             raise RuntimeError(f"{n.name} did not start: {tail}")
         n.refresh()
@@ -488,21 +488,24 @@ def setup(args: argparse.Namespace, root: Path) -> Net:
     net.each(wait_ready, rest)
     log(f"{args.nodes} nodes ready in {time.perf_counter() - t0:.1f} s; waiting for the mesh")
 
-    def settled() -> bool:
-        for d in net.each(lambda n: n.get("/status")):
-            if not d or not (d.get("ledger") or {}).get("writable"):
-                return False
-            t = d.get("transport") or {}
-            if t.get("peers_count", 0) < min(3, args.nodes - 1):
-                return False
-            if min(t.get("mesh", {}).get(x, 0) for x in (TOPIC_JOBS, TOPIC_PROOFS)) < 1:
-                return False
-        return True
+    missing: Counter[str] = Counter()
 
-    deadline = time.perf_counter() + START_TIMEOUT_S
+    def settled() -> bool:
+        missing.clear()
+        for d in net.each(lambda n: n.get("/status")):
+            t = (d or {}).get("transport") or {}
+            if not d or not (d.get("ledger") or {}).get("writable"):
+                missing["not writable"] += 1
+            elif t.get("peers_count", 0) < min(3, args.nodes - 1):
+                missing["under 3 peers"] += 1
+            elif min(t.get("mesh", {}).get(x, 0) for x in (TOPIC_JOBS, TOPIC_PROOFS)) < 1:
+                missing["no jobs/proofs mesh peer"] += 1
+        return not missing
+
+    deadline = time.perf_counter() + args.start_timeout_s
     while not settled():
         if time.perf_counter() > deadline:
-            raise RuntimeError("the network did not settle (writable replicas, jobs mesh)")
+            raise RuntimeError(f"the network did not settle: nodes {dict(missing)}")
         time.sleep(0.5)
     log(f"settled {time.perf_counter() - t0:.1f} s after the first start")
     sampler.start()
@@ -1000,7 +1003,8 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="write the figures as JSON")
     parser.add_argument("--poll-ms", type=float, help="announcement polls (50; 100 above 8 nodes)")
     parser.add_argument("--idle-s", type=float, default=10.0)
-    parser.add_argument("--advert-s", type=float, default=2.0, help="capacity advert interval")
+    parser.add_argument("--advert-s", type=float, help="capacity adverts (2 s; 10 above 8 nodes)")
+    parser.add_argument("--start-timeout-s", type=float, help="start and settle (180 + 10/node)")
     parser.add_argument("--deadline-s", type=float, default=900.0)
     parser.add_argument("--sat-deadline-s", type=float, default=3600.0)
     parser.add_argument("--slice-deadline-s", type=float, default=300.0)
@@ -1023,6 +1027,8 @@ def main() -> None:
         args.nodes, args.latency_jobs, args.idle_s = 4, 1, 5.0
         args.jobs = args.jobs or 2
     args.poll_ms = args.poll_ms or (50.0 if args.nodes <= 8 else 100.0)
+    args.advert_s = args.advert_s or (2.0 if args.nodes <= 8 else 10.0)
+    args.start_timeout_s = args.start_timeout_s or START_TIMEOUT_S + 10.0 * args.nodes
     args.provers = min(args.nodes, args.provers or 12)
     args.requesters = max(1, min(args.requesters, args.provers))
     root = Path(tempfile.mkdtemp(prefix="bench-market-"))
