@@ -494,7 +494,9 @@ def setup(args: argparse.Namespace, root: Path) -> Net:
         missing.clear()
         for d in net.each(lambda n: n.get("/status")):
             t = (d or {}).get("transport") or {}
-            if not d or not (d.get("ledger") or {}).get("writable"):
+            if not d:
+                missing["no /status answer"] += 1
+            elif not (d.get("ledger") or {}).get("writable"):
                 missing["not writable"] += 1
             elif t.get("peers_count", 0) < min(3, args.nodes - 1):
                 missing["under 3 peers"] += 1
