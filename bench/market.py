@@ -466,6 +466,18 @@ def setup(args: argparse.Namespace, root: Path) -> Net:
     net = Net(
         root, bundle, MODEL_FILES[args.model][1], nodes, nodes[: args.requesters], sampler, pool
     )
+    try:
+        start_and_settle(net, args)
+    except BaseException:  # never leave node processes behind a failed start
+        net.each(lambda n: n.proc.stop())
+        pool.shutdown()
+        raise
+    sampler.start()
+    return net
+
+
+def start_and_settle(net: Net, args: argparse.Namespace) -> None:
+    nodes = net.nodes
     t0 = time.perf_counter()
 
     def wait_ready(n: Node) -> None:
@@ -510,8 +522,6 @@ def setup(args: argparse.Namespace, root: Path) -> Net:
             raise RuntimeError(f"the network did not settle: nodes {dict(missing)}")
         time.sleep(0.5)
     log(f"settled {time.perf_counter() - t0:.1f} s after the first start")
-    sampler.start()
-    return net
 
 
 # ---------------------------------------------------------------------------------------------
