@@ -19,6 +19,8 @@ from node.proof_verifier import BundleProofVerifier, get_data_cache_dir
 from node.replica import LedgerReplica
 from p2p.abc import Transport
 
+EARLY_CLOSE_MS = 300  # bids arrive within ~100 ms of an announcement on a local network
+
 
 class ReplicaLedgerView:
     """What the market core reads from the ledger: stakes and the minimum stake."""
@@ -68,6 +70,7 @@ def build_market(
         software_version=software_version,
         ezkl_version=ezkl_version,
         tamper="tamper-proofs" in faults,
+        early_close_ms=EARLY_CLOSE_MS,
     )
     expected = (lambda lr: int(pool.expected_s(lr) * 1000)) if pool is not None else None
     core = MarketCore(

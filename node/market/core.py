@@ -89,6 +89,9 @@ class ProverProfile:
     slack: float = 3.0  # deadline = award + slack × expected time (at least deadline_min_ms)
     deadline_min_ms: int = 120_000
     cold_factor: float = 3.0  # a bundle not proven here yet also needs fetch and key setup
+    # As requester: once every open slice has a bid, award this soon after instead of waiting
+    # out the window (0: always wait out the window). Nodes use 300 ms (node.market.build).
+    early_close_ms: int = 0
 
 
 @dataclass(slots=True)
@@ -123,6 +126,7 @@ class OwnJob:
     escrow: int = 0
     finished_ms: int = 0
     slice_deadline_ms: int = 0
+    closing_early: bool = False
 
 
 @dataclass(slots=True)
@@ -162,6 +166,7 @@ class MarketCore:
         self.reputation: dict[bytes, int] = {}
         self.counters: dict[str, int] = {}
         self.warm_bundles: set[bytes] = set()  # bundles this node has proven (keys cached)
+        self.awarded_elsewhere: dict[bytes, set[int]] = {}  # job -> slices awarded to others
         # Expected proving time per logrows (the runtime passes this machine's measured times).
         self.expected_ms_of = expected_ms_of or (lambda logrows: 10_000 * 2 ** max(0, logrows - 15))
 
@@ -214,6 +219,7 @@ class MarketCore:
     def _announce(self, job: OwnJob, now: int, open_slices: list[SliceState]) -> list[Effect]:
         job.state = "bidding"
         job.bids.clear()
+        job.closing_early = False
         job.bid_until_ms = now + job.bid_window_ms
         announce = JobAnnounce(
             job.job_id,
@@ -247,7 +253,19 @@ class MarketCore:
         prover = _account_of(e)
         job.bids[prover] = bid
         self.count("bids_accepted")
-        return [Respond(BidReply(bid.job_id, True, ""))]
+        effects: list[Effect] = [Respond(BidReply(bid.job_id, True, ""))]
+        if self.profile.early_close_ms and not job.closing_early and self._covered(job):
+            # Every open slice has a bidder: award shortly instead of waiting out the window
+            # (bids arrive within ~100 ms; the window is for slow or far provers).
+            job.closing_early = True
+            at = min(job.bid_until_ms, now + self.profile.early_close_ms)
+            effects.append(SetTimer(("bids", job.job_id, job.announce_round), at))
+        return effects
+
+    @staticmethod
+    def _covered(job: OwnJob) -> bool:
+        offered = {i for b in job.bids.values() for i in b.slices}
+        return all(i in offered for i, s in job.slices.items() if s.state == "open")
 
     def _refuse_bid(self, job: OwnJob | None, e: BidIn, now: int) -> str:
         bid, prover = e.bid, _account_of(e)
@@ -539,8 +557,17 @@ class MarketCore:
                         task.input_commitment, e.slice_index)]  # fmt: skip
 
     def _revoked_by(self, e: AwardSeen) -> list[Effect]:
-        """A later round of a slice we are working on went to someone else: our award is
-        revoked (we were late), so stop and free the slot."""
+        """An award to someone else. Once every slice of a job we bid on has gone to others,
+        our reserved slots are free again. And a later round of a slice we are working on means
+        our award is revoked (we were late): stop and free the slot."""
+        if e.job_id in self.reserved and e.job_id in self.seen_jobs:
+            awarded = self.awarded_elsewhere.setdefault(e.job_id, set())
+            awarded.add(e.slice_index)
+            _, job = self.seen_jobs[e.job_id]
+            if {t.index for t in job.tasks} <= awarded:
+                self.reserved.pop(e.job_id, None)
+                self.awarded_elsewhere.pop(e.job_id, None)
+                self.count("reservations_released")
         effects: list[Effect] = []
         for t in self.tasks.values():
             if (t.job_id, t.slice_index) == (e.job_id, e.slice_index) and t.round < e.round \

@@ -885,3 +885,26 @@ def test_property_choose_awards_respects_bids(inputs: tuple[Any, ...]) -> None:
                 assert busy.get(prover, 0) + per_prover.get(prover, 0) >= bid.capacity
     # Deterministic per seed.
     assert chosen == choose_awards(tasks, bids, failed, busy, reputation, random.Random(seed))
+
+
+def test_with_early_close_slices_are_awarded_soon_after_every_slice_has_a_bid() -> None:
+    sim = market(
+        [(A, profile(price=5)), (B, profile(price=8))],
+        requester_profile=profile(slots=2, early_close_ms=300),
+    )
+    submit(sim, 2)
+    sim.run()
+    award_times = [t for t, e in sim.timed(LedgerSubmit, R) if isinstance(e.op, Award)]
+    assert len(award_times) == 2
+    assert max(award_times) < sim.now  # the job went on
+    assert all(t < WINDOW_MS for t in award_times)  # not waiting out the bid window
+    assert sim.effects(FinishJob, R) == [FinishJob(JOB, True, "")]
+
+
+def test_a_prover_whose_bid_lost_every_slice_frees_its_reservation_at_once() -> None:
+    sim = market([(A, profile(price=5, slots=2)), (B, profile(price=9))])
+    submit(sim, 1)
+    sim.run(until_ms=WINDOW_MS + 1)  # the window closed: the one slice went to A
+    loser = sim.core(B)
+    assert JOB not in loser.reserved and loser.counters["reservations_released"] == 1
+    assert loser.free_slots(sim.now) == 1
