@@ -73,6 +73,7 @@ from tests.node.test_replica import (
     genesis_entries,
     identity,
     trio_ms,
+    without_rate_limits,
 )
 from tests.node.wire_strategies import any_message, body_strategy, strategy_for
 
@@ -121,8 +122,9 @@ def node(tmp_path: Path) -> Iterator[NodeRuntime]:
     store = LedgerStore.open(tmp_path / "fuzz.sqlite", env())
     store.add_many(genesis_entries(3))
     me = identity(0)
-    yield NodeRuntime(config(), me, MemoryNetwork(1).create(me.peer_id), control=False,
-                      store=store, network_id=NETWORK_ID)  # fmt: skip
+    runtime = NodeRuntime(config(), me, MemoryNetwork(1).create(me.peer_id), control=False,
+                          store=store, network_id=NETWORK_ID)  # fmt: skip
+    yield without_rate_limits(runtime)
     store.close()
 
 
@@ -798,6 +800,8 @@ async def test_sync_rate_limits_a_flooding_peer_and_still_serves_another(
 
 async def test_a_fuzzed_node_still_serves_a_real_sync(tmp_path: Path) -> None:
     async with cluster(tmp_path, 2) as c:
+        for n in c.nodes:
+            without_rate_limits(n)
         a, b = c.nodes
         assert a.replica and b.replica and a.sync and b.sync
         rng = random.Random(20240611)

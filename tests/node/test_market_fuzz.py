@@ -53,6 +53,7 @@ from tests.node.test_replica import (
     genesis_entries,
     identity,
     trio_ms,
+    without_rate_limits,
 )
 from tests.node.wire_strategies import any_message, body_strategy
 
@@ -134,6 +135,7 @@ def node(tmp_path: Path) -> Iterator[NodeRuntime]:
     me = identity(0)
     runtime = NodeRuntime(config(), me, MemoryNetwork(1).create(me.peer_id), control=False,
                           store=store, network_id=NETWORK_ID)  # fmt: skip
+    without_rate_limits(runtime)
     assert runtime.market is not None
     yield runtime
     store.close()
@@ -343,6 +345,8 @@ class BidJudge:
 
 async def test_bid_server_refuses_junk_and_counts_it(tmp_path: Path) -> None:
     async with cluster(tmp_path, 2) as c:
+        for n in c.nodes:
+            without_rate_limits(n)
         judge = BidJudge(c)
         b = identity(1)
         replayed = signed_by(b, a_bid(b"\x07" * 32))
@@ -406,6 +410,8 @@ async def test_gossip_intake_never_raises(tmp_path: Path) -> None:
     """Random announcements and statements, signed or not, from anyone, straight into node 0's
     market (bonded, so announcements it can take make it bid: the bids fail and are counted)."""
     async with cluster(tmp_path, 2) as c:
+        for n in c.nodes:
+            without_rate_limits(n)
         runtime = c.nodes[0]
         market = runtime.market
         assert market is not None and runtime.replica is not None

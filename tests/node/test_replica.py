@@ -55,6 +55,19 @@ def config() -> NodeConfig:
     return base.with_overrides("ledger", sync_interval_s=0.2)
 
 
+def without_rate_limits(runtime: NodeRuntime) -> NodeRuntime:
+    """Fuzz tests send hundreds of messages from one peer to test content checks: take the
+    per-publisher and per-peer rate limits out of the way (tests/node/test_rate_limits.py
+    covers them)."""
+    from node.ratelimit import PeerLimits
+
+    for validator in runtime.validators.values():
+        validator.rate_per_s = 0.0
+    if runtime.market is not None:
+        runtime.market._limits = PeerLimits(1e12, 1e15)
+    return runtime
+
+
 class Cluster:
     def __init__(self, net: MemoryNetwork, nodes: list[NodeRuntime]) -> None:
         self.net = net
