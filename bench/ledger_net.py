@@ -34,7 +34,6 @@ import os
 import random
 import resource
 import shutil
-import socket
 import statistics
 import sys
 import tempfile
@@ -48,6 +47,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from bench.control_http import http as control_http
 from node.config import LedgerNodeConfig, NetworkConfig
 from node.control import read_control_token
 from node.genesis import build_genesis, install_genesis, write_genesis
@@ -63,36 +63,7 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 Doc = dict[str, Any]
 
 
-# ---------------------------------------------------------------------------------------------
-# A lean control-API client: one raw HTTP/1.0 request per connection (the server closes it).
-# http.client costs the bench process several times more CPU per request, and the bench shares
-# the same 2 cores with the nodes, so the cheaper the poller the less it distorts what it times.
-# ---------------------------------------------------------------------------------------------
-
-
-def http(
-    addr: str, method: str, path: str, body: Doc | None = None, token: str = ""
-) -> tuple[int, Any]:
-    host, _, port = addr.rpartition(":")
-    payload = json.dumps(body).encode() if body is not None else b""
-    head = f"{method} {path} HTTP/1.0\r\nHost: {host}\r\n"
-    if payload:
-        head += f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n"
-    if token:
-        head += f"Authorization: Bearer {token}\r\n"
-    with socket.create_connection((host, int(port)), timeout=HTTP_TIMEOUT_S) as sock:
-        sock.sendall(head.encode() + b"\r\n" + payload)
-        chunks = []
-        while chunk := sock.recv(65536):
-            chunks.append(chunk)
-    data = b"".join(chunks)
-    status_line, _, rest = data.partition(b"\r\n")
-    _, _, text = rest.partition(b"\r\n\r\n")
-    status = int(status_line.split()[1])
-    try:
-        return status, json.loads(text) if text else None
-    except ValueError:
-        return status, text.decode("utf-8", "replace")
+http = partial(control_http, timeout_s=HTTP_TIMEOUT_S)
 
 
 @dataclass

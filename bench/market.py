@@ -41,7 +41,6 @@ import os
 import random
 import resource
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -52,9 +51,11 @@ from collections import Counter, defaultdict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+from bench.control_http import http as control_http
 from node.control import read_control_token
 from node.genesis import build_genesis, install_genesis, write_genesis
 from node.proof_verifier import get_data_cache_dir
@@ -88,34 +89,7 @@ def pct(xs: list[float], q: float) -> float | None:
     return s[min(len(s) - 1, max(0, round(q / 100 * (len(s) - 1))))]
 
 
-# ---------------------------------------------------------------------------------------------
-# A lean control-API client (HTTP/1.0, one request per connection): cheap for the bench, which
-# shares the two cores with the nodes it measures.
-# ---------------------------------------------------------------------------------------------
-
-
-def http(
-    addr: str, method: str, path: str, body: Doc | None = None, token: str = ""
-) -> tuple[int, Any]:
-    host, _, port = addr.rpartition(":")
-    payload = json.dumps(body).encode() if body is not None else b""
-    head = f"{method} {path} HTTP/1.0\r\nHost: {host}\r\n"
-    if payload:
-        head += f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n"
-    if token:
-        head += f"Authorization: Bearer {token}\r\n"
-    with socket.create_connection((host, int(port)), timeout=HTTP_TIMEOUT_S) as sock:
-        sock.sendall(head.encode() + b"\r\n" + payload)
-        chunks = []
-        while chunk := sock.recv(65536):
-            chunks.append(chunk)
-    data = b"".join(chunks)
-    status_line, _, rest = data.partition(b"\r\n")
-    _, _, text = rest.partition(b"\r\n\r\n")
-    try:
-        return int(status_line.split()[1]), json.loads(text) if text else None
-    except ValueError:
-        return int(status_line.split()[1]), text.decode("utf-8", "replace")
+http = partial(control_http, timeout_s=HTTP_TIMEOUT_S)
 
 
 def read_stat(pid: int) -> tuple[int, int, int]:
