@@ -398,7 +398,7 @@ class MarketCore:
         if located is None:
             return []  # not one of our awards (observers do not verify others' jobs here)
         job, s = self.jobs[located[0]], self.jobs[located[0]].slices[located[1]]
-        signed = _signed(e.statement, e.prover)
+        signed = compute_signed_statement(e.statement, e.prover)
         if e.prover != s.prover or s.award_ref != e.statement.award_ref:
             self.count("statements_ignored")
             return []
@@ -638,7 +638,8 @@ def _account_of(e: BidIn) -> bytes:
     return parse_account(e.peer)
 
 
-def _signed(m: ProofStatementMsg, prover: bytes) -> SignedStatement:
+def compute_signed_statement(m: ProofStatementMsg, prover: bytes) -> SignedStatement:
+    """The ledger's `SignedStatement` a statement message carries (signer: the envelope's)."""
     from ledger.containers import ProofStatement
 
     statement = ProofStatement(

@@ -26,14 +26,14 @@ from ledger.containers import (
     EquivocationEvidence,
     InvalidProofEvidence,
     LinkageEvidence,
-    ProofStatement,
     Slash,
 )
-from ledger.encoding import compute_proof_hash, compute_statement_digest
-from node.identity import Ed25519Scheme, NodeIdentity, compute_peer_id
+from ledger.encoding import compute_proof_hash
+from ledger.verify import is_valid_statement_signature
+from node.identity import NodeIdentity, compute_peer_id
 from node.logs import log_event
 from node.market import events as ev
-from node.market.core import MarketCore
+from node.market.core import MarketCore, compute_signed_statement
 from node.market.work import WORK_ERRORS
 from node.ratelimit import PeerLimits
 from node.replica import LedgerReplica, WalletRefusal
@@ -48,7 +48,6 @@ BIDS_PER_S = 10.0
 PREPARE_TIMEOUT_S = 600.0
 PROOF_FETCH_TIMEOUT_S = 60.0
 _log = logging.getLogger("node.market")
-_SCHEME = Ed25519Scheme()
 
 
 @dataclass
@@ -173,7 +172,8 @@ class MarketService:
         if isinstance(body, JobAnnounce):
             self.dispatch(ev.JobSeen(peer, body))
         elif isinstance(body, ProofStatementMsg):
-            if not _statement_signed_by(body, signer):
+            signed = compute_signed_statement(body, signer)
+            if not is_valid_statement_signature(signed, self.replica.env):
                 self._count("statements_bad_signature")
                 return
             if body.claim != bytes(32):
@@ -397,15 +397,6 @@ class MarketService:
             "chain": extras.chain if extras else "",
             "result_dir": extras.result_dir if extras else "",
         }
-
-
-def _statement_signed_by(m: ProofStatementMsg, signer: bytes) -> bool:
-    statement = ProofStatement(
-        m.award_ref, m.bundle_id, m.slice_index, m.input_commitment, m.output_commitment,
-        m.instances_hash,
-    )  # fmt: skip
-    digest = compute_statement_digest(statement, m.proof_hash)
-    return _SCHEME.verify(signer, digest, m.signature)
 
 
 def compute_job_id(
