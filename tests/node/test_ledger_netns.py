@@ -17,8 +17,7 @@ import functools
 import json
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +26,7 @@ import pytest
 from node.genesis import build_genesis, install_genesis, write_genesis
 from simnet.netns import NetnsLab, is_available, list_namespaces
 from simnet.procs import NodeProcess, init_data_dir
+from tests.node.proc_helpers import wait_for
 
 pytestmark = [
     pytest.mark.slow,
@@ -87,16 +87,6 @@ class LabNet:
         assert proc.returncode == 0, f"{args} exited {proc.returncode}: {proc.stderr}"
         doc: dict[str, Any] = json.loads(proc.stdout)
         return doc
-
-
-def wait_for(cond: Callable[[], bool], timeout_s: float, what: str) -> float:
-    """Poll `cond` until it holds (a cross-process condition); the seconds it took."""
-    start = time.monotonic()
-    while not cond():
-        if time.monotonic() - start > timeout_s:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        time.sleep(0.2)
-    return time.monotonic() - start
 
 
 @pytest.fixture(scope="module")

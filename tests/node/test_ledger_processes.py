@@ -13,11 +13,9 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import subprocess
-import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -31,12 +29,15 @@ from node.genesis import build_genesis, install_genesis, write_genesis
 from node.identity import KEY_FILE_NAME, Ed25519Scheme, load_identity
 from node.proof_verifier import UndecidedVerifier
 from simnet.procs import NodeProcess, init_data_dir
+from tests.node.proc_helpers import cli as run_cli
+from tests.node.proc_helpers import wait_for
 
 pytestmark = pytest.mark.slow
 NODES = 6
 PER_NODE = 1_000_000
 START_TIMEOUT_S = 120.0
 CONVERGE_TIMEOUT_S = 60.0
+cli = partial(run_cli, check=True)
 
 
 @dataclass
@@ -74,29 +75,11 @@ class Net:
         return n
 
 
-def wait_for(cond: Callable[[], bool], timeout_s: float, what: str) -> None:
-    """Poll `cond` until it holds (a cross-process condition: no event to wait on)."""
-    deadline = time.monotonic() + timeout_s
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        time.sleep(0.2)
-
-
 def dump(path: Path) -> list[str]:
     """The database's logical content (SQLite may fold its WAL into the file on open)."""
     with sqlite3.connect(path) as conn:
         rows = conn.execute("SELECT * FROM entries ORDER BY id").fetchall()
         return [repr(r) for r in rows + conn.execute("SELECT * FROM meta").fetchall()]
-
-
-def cli(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(
-        [sys.executable, "-m", "simnet", *args], capture_output=True, text=True, timeout=120
-    )
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{args} exited {proc.returncode}: {proc.stderr}")
-    return proc
 
 
 @pytest.fixture(scope="module")

@@ -15,9 +15,8 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ import pytest
 from node.genesis import build_genesis, install_genesis, write_genesis
 from node.proof_verifier import get_data_cache_dir
 from simnet.procs import NodeProcess, init_data_dir
+from tests.node.proc_helpers import cli, wait_for
 
 pytestmark = pytest.mark.slow
 MODELS = Path(__file__).resolve().parents[2] / "slicing" / "models"
@@ -57,20 +57,6 @@ class Net:
     def converged(self) -> bool:
         roots = {(n.ledger() or {}).get("state_root") for n in self.nodes if n.is_running()}
         return len(roots) == 1 and None not in roots
-
-
-def wait_for(cond: Callable[[], bool], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        time.sleep(0.3)
-
-
-def cli(*args: str, timeout_s: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "simnet", *args], capture_output=True, text=True, timeout=timeout_s
-    )
 
 
 @pytest.fixture(scope="module")
