@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -65,6 +65,7 @@ OUTBOX_MAX = 10_000
 # above the lower median of the funded chains' heads: one peer signing an entry near HEIGHT_MAX
 # would otherwise exhaust every replica's heights for good (docs/ledger-in-the-node.md).
 HEIGHT_STEP_MAX = 1 << 20
+CHECKED_KEPT_MAX = 32  # accepted batches decoded by the validator, awaiting delivery
 CHAIN_PAGE = 64
 GOSSIP_BATCH_BYTES_MAX = 400 * 1024  # leaves room for the envelope under 512 KiB
 REPORTS_PENDING_MAX = 64
@@ -143,6 +144,7 @@ class LedgerReplica:
         self.refused: Counter[str] = Counter()
         self.on_placed: list[Callable[[Entry], None]] = []  # e.g. the market watching awards
         self._root_cache: tuple[int, bytes] | None = None
+        self._checked: OrderedDict[bytes, list[Entry]] = OrderedDict()  # envelope -> entries
         self.pending_from: list[Callable[[bytes], None]] = []  # told who sent an orphan
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -178,6 +180,10 @@ class LedgerReplica:
                 if exc.reason is Reason.PROOF_UNDECIDED:
                     raise GossipIgnore("entry_proof_undecided") from None
                 raise GossipReject(f"entry_{exc.reason.value}") from None
+        # Delivery follows at once: keep the decoded entries for `on_gossip` (bounded).
+        self._checked[envelope.digest] = entries
+        while len(self._checked) > CHECKED_KEPT_MAX:
+            self._checked.popitem(last=False)
 
     def _decode(self, encoded: tuple[bytes, ...]) -> list[Entry]:
         proof_max = self.env.config.proof_bytes_max
@@ -190,11 +196,13 @@ class LedgerReplica:
         """A delivered (validator-accepted) batch: add its entries, checks already done."""
         if not isinstance(envelope.body, LedgerEntries):
             return
-        try:
-            entries = self._decode(envelope.body.entries)
-        except GossipReject:  # cannot happen for an accepted message; count, never crash
-            self.refused["undecodable_after_accept"] += 1
-            return
+        entries = self._checked.pop(envelope.digest, None)
+        if entries is None:  # not decoded by our validator just now (or evicted meanwhile)
+            try:
+                entries = self._decode(envelope.body.entries)
+            except GossipReject:  # cannot happen for an accepted message; count, never crash
+                self.refused["undecodable_after_accept"] += 1
+                return
         before = self.lattice.statistics().pending
         self.add_entries(entries, verified=True, source="gossip")
         if self.lattice.statistics().pending > before:
